@@ -1,0 +1,140 @@
+// Package participants defines the contract between the coordinator and the
+// databases that take part in a distributed transaction.
+//
+// The package has only a few types: Participant (one configured database),
+// Branch (one transaction's open, not yet prepared work on that database),
+// Operation and Result (what a branch executes and returns), Vote, and
+// InDoubtBranch (a prepared branch found after a restart). Errors are the
+// sentinels in errors.go.
+//
+// Every phase method after Prepare is keyed by the branch's GID and is
+// idempotent: committing a committed GID or rolling back a rolled-back (or
+// unknown) GID succeeds. Prepare returns a vote and does no cleanup: a branch
+// that votes NO is rolled back by the caller through Rollback/RollbackPrepared.
+package participants
+
+import (
+	"context"
+	"time"
+)
+
+// Kind names a participant implementation.
+type Kind string
+
+const (
+	KindPostgres Kind = "postgres"
+	KindSurrealDB Kind = "surrealdb"
+)
+
+// Isolation is the isolation level a branch runs at.
+type Isolation int
+
+const (
+	// ReadCommitted is the default: PostgreSQL READ COMMITTED; SurrealDB
+	// validates the versions of records read at prepare.
+	ReadCommitted Isolation = iota
+	RepeatableRead
+	// Serializable: PostgreSQL SERIALIZABLE; SurrealDB additionally locks
+	// read records at prepare (across participants, validation alone is not enough).
+	Serializable
+)
+
+func (i Isolation) String() string {
+	switch i {
+	case ReadCommitted:
+		return "READ_COMMITTED"
+	case RepeatableRead:
+		return "REPEATABLE_READ"
+	case Serializable:
+		return "SERIALIZABLE"
+	}
+	return "UNKNOWN"
+}
+
+// BranchOptions configure a branch when it is opened.
+type BranchOptions struct {
+	Isolation Isolation
+	// Deadline bounds the whole branch; operations past it fail with ErrTimeout.
+	Deadline time.Time
+}
+
+// Vote is a participant's answer to Prepare.
+type Vote int
+
+const (
+	// VoteNo: the branch cannot commit; the error returned with it says why.
+	VoteNo Vote = iota
+	// VoteYes: the branch is durably prepared; its commit cannot fail for
+	// semantic reasons, only for availability (DESIGN.md invariant 4).
+	VoteYes
+	// VoteReadOnly: the branch wrote nothing; it has already released its
+	// resources and takes no part in phase two.
+	VoteReadOnly
+)
+
+func (v Vote) String() string {
+	switch v {
+	case VoteNo:
+		return "NO"
+	case VoteYes:
+		return "YES"
+	case VoteReadOnly:
+		return "READ_ONLY"
+	}
+	return "UNKNOWN"
+}
+
+// Participant is one configured database. Implementations are safe for
+// concurrent use by many transactions.
+type Participant interface {
+	// Name is the participant's configured name (used in GIDs and errors).
+	Name() string
+	// Kind says which adapter this is.
+	Kind() Kind
+	// Begin opens a branch for the given GID. The branch holds resources
+	// (a connection, staged writes) until Prepare, CommitOnePhase or Rollback.
+	Begin(ctx context.Context, gid string, opts BranchOptions) (Branch, error)
+	// CommitPrepared commits a prepared branch. Idempotent: an already
+	// committed GID returns nil. A GID that was never prepared (or was
+	// rolled back) returns ErrNotPrepared: the caller must not lose that fact.
+	// Availability failures return errors wrapping ErrUnavailable and must be retried.
+	CommitPrepared(ctx context.Context, gid string) error
+	// RollbackPrepared rolls back a prepared branch. Idempotent: an unknown
+	// or already rolled back GID returns nil. Also leaves a mark so that a
+	// late Prepare of the same GID votes NO where the database needs one.
+	RollbackPrepared(ctx context.Context, gid string) error
+	// InDoubt lists prepared branches whose GID starts with prefix. Only
+	// branches of this participant's database are listed.
+	InDoubt(ctx context.Context, prefix string) ([]InDoubtBranch, error)
+	// Close releases pools and connections. Prepared branches survive it.
+	Close() error
+}
+
+// Branch is one transaction's work on one participant before it is decided.
+// A Branch is used by one goroutine at a time.
+type Branch interface {
+	GID() string
+	// Execute runs one operation inside the branch. A failing operation
+	// leaves the branch usable only for Rollback (ErrBranchFailed after it).
+	Execute(ctx context.Context, op Operation) (Result, error)
+	// Prepare asks for a vote. VoteNo comes with a non-nil error that wraps
+	// ErrVoteNo (and, where known, ErrConflict or ErrConstraint). An error
+	// with VoteYes is impossible. An error wrapping ErrAmbiguous means the
+	// branch may or may not be prepared: treat it as NO and roll back by GID.
+	Prepare(ctx context.Context) (Vote, error)
+	// CommitOnePhase commits the branch directly, without prepare: the
+	// one-participant optimisation; the database's commit is the decision.
+	// An error wrapping ErrAmbiguous means the outcome is unknown.
+	CommitOnePhase(ctx context.Context) error
+	// Rollback abandons an unprepared branch. Safe to call more than once
+	// and after a failed Prepare.
+	Rollback(ctx context.Context) error
+}
+
+// InDoubtBranch is a prepared branch found in a participant.
+type InDoubtBranch struct {
+	GID        string
+	PreparedAt time.Time // zero if the participant cannot tell
+	// Locks held, where the participant can tell (record ids for SurrealDB).
+	Locks []string
+}
