@@ -1,0 +1,47 @@
+# txcoord — see README.md. `make test` and `make demo` are the two commands.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := $(CURDIR)/.bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: all build proto proto-tools db-up db-down test unit-test integration-test demo vet clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/txcoord ./cmd/txctl ./cmd/txbench
+
+proto-tools:
+	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: proto-tools
+	PATH=$(TOOLS):$$PATH protoc -I proto --go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative proto/txcoord/v1/*.proto
+
+db-up:
+	scripts/db-up.sh
+
+db-down:
+	scripts/db-down.sh
+
+vet:
+	$(GO) vet ./...
+
+unit-test:
+	$(GO) test -race -count=1 ./...
+
+test: build db-up
+	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
+	$(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+
+demo: build db-up
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)
