@@ -1,0 +1,360 @@
+// Package client is the Go client of txcoord: begin a transaction, execute
+// SQL on PostgreSQL participants and record operations on SurrealDB
+// participants inside it, then commit — atomically across all of them.
+//
+//	c, err := client.Dial(ctx, "127.0.0.1:7400")
+//	tx, err := c.Begin(ctx, client.TxOptions{Timeout: 10 * time.Second})
+//	_, err = tx.Exec(ctx, "orders", "INSERT INTO orders(id) VALUES ($1)", 42)
+//	_, err = tx.Do(ctx, "sessions", client.Merge("cart", "u1", map[string]any{"order": 42}))
+//	err = tx.Commit(ctx)
+//	switch {
+//	case err == nil:                               // committed everywhere
+//	case errors.Is(err, client.ErrAborted):        // rolled back everywhere
+//	case errors.Is(err, client.ErrOutcomeUnknown): // ask c.WaitOutcome(ctx, tx.ID())
+//	}
+//
+// The package has few types: Client, Tx, Statement (built by SQL, Read,
+// Create, Upsert, Merge, Delete, Query), Result and Error.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/txcoord/txcoord/internal/wire"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Sentinel errors; every error the client returns for a server answer is an
+// *Error that matches exactly one of them with errors.Is.
+var (
+	// ErrAborted: the transaction was rolled back on every participant.
+	ErrAborted = errors.New("transaction aborted")
+	// ErrOutcomeUnknown: the commit may or may not have happened. Never treat
+	// it as a failure: call WaitOutcome (or GetTransaction) to learn it.
+	ErrOutcomeUnknown = errors.New("transaction outcome unknown")
+	// ErrInvalidArgument: the request was malformed; Error.Field names what.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNotFound: the transaction id is unknown.
+	ErrNotFound = errors.New("transaction not found")
+	// ErrNotActive: the transaction no longer accepts the call.
+	ErrNotActive = errors.New("transaction not active")
+	// ErrUnavailable: the coordinator cannot serve now; nothing was done.
+	ErrUnavailable = errors.New("coordinator unavailable")
+	// ErrLimit: a server limit was reached; retry later.
+	ErrLimit = errors.New("server limit reached")
+)
+
+// Error is a server answer that is not OK.
+type Error struct {
+	Code        codes.Code
+	Reason      string // ErrorInfo reason (OUTCOME_UNKNOWN, ABORTED, INVALID_ARGUMENT...)
+	TxID        string
+	Field       string // for ErrInvalidArgument
+	Participant string // the participant that caused an abort, when known
+	Message     string
+	kind        error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("txcoord: %s: %s", e.Code, e.Message)
+}
+
+// Unwrap makes errors.Is work with the sentinels above.
+func (e *Error) Unwrap() error { return e.kind }
+
+// fromStatus converts a gRPC error. inCommit says whether the call could
+// have committed: a transport failure there is an unknown outcome, never a
+// failure (invariant 3).
+func fromStatus(err error, txid string, inCommit bool) error {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	e := &Error{Code: st.Code(), Message: st.Message(), TxID: txid}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == wire.Domain {
+			e.Reason = info.Reason
+			e.Field = info.Metadata["field"]
+			e.Participant = info.Metadata["participant"]
+			if id := info.Metadata["txid"]; id != "" {
+				e.TxID = id
+			}
+		}
+	}
+	switch {
+	case e.Reason == wire.ReasonOutcomeUnknown:
+		e.kind = ErrOutcomeUnknown
+	case inCommit && (e.Code == codes.Unavailable || e.Code == codes.DeadlineExceeded ||
+		e.Code == codes.Canceled || e.Code == codes.Unknown || e.Code == codes.Internal):
+		// The request may have reached the coordinator and committed.
+		e.kind = ErrOutcomeUnknown
+	case e.Code == codes.Aborted:
+		e.kind = ErrAborted
+	case e.Code == codes.InvalidArgument:
+		e.kind = ErrInvalidArgument
+	case e.Code == codes.NotFound:
+		e.kind = ErrNotFound
+	case e.Code == codes.FailedPrecondition:
+		e.kind = ErrNotActive
+	case e.Code == codes.ResourceExhausted:
+		e.kind = ErrLimit
+	case e.Code == codes.Unavailable:
+		e.kind = ErrUnavailable
+	default:
+		e.kind = errors.New(e.Code.String())
+	}
+	return e
+}
+
+// Client talks to a txcoord node. Safe for concurrent use.
+type Client struct {
+	conn   *grpc.ClientConn
+	rpc    pb.CoordinatorClient
+	owns   bool
+	policy RetryPolicy
+}
+
+// RetryPolicy bounds retries of calls that are safe to repeat (Begin,
+// GetTransaction, Rollback) when the coordinator is unavailable.
+type RetryPolicy struct {
+	Attempts   int
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+}
+
+// DefaultRetryPolicy retries for roughly ten seconds: long enough for an
+// election or a restart, short enough to surface a real outage.
+var DefaultRetryPolicy = RetryPolicy{Attempts: 12, MinBackoff: 50 * time.Millisecond, MaxBackoff: 2 * time.Second}
+
+// Option configures Dial.
+type Option func(*dialOptions)
+
+type dialOptions struct {
+	grpcOpts []grpc.DialOption
+	policy   RetryPolicy
+}
+
+// WithGRPCOptions passes options to grpc.NewClient (TLS credentials...).
+func WithGRPCOptions(opts ...grpc.DialOption) Option {
+	return func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
+}
+
+// WithRetryPolicy replaces DefaultRetryPolicy.
+func WithRetryPolicy(p RetryPolicy) Option { return func(o *dialOptions) { o.policy = p } }
+
+// Dial connects to a node (plaintext unless WithGRPCOptions gives credentials).
+func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	o := dialOptions{policy: DefaultRetryPolicy}
+	for _, f := range opts {
+		f(&o)
+	}
+	if len(o.grpcOpts) == 0 {
+		o.grpcOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(addr, o.grpcOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("txcoord: dial %s: %w", addr, err)
+	}
+	return &Client{conn: conn, rpc: pb.NewCoordinatorClient(conn), owns: true, policy: o.policy}, nil
+}
+
+// New wraps an existing connection (the caller closes it).
+func New(conn *grpc.ClientConn) *Client {
+	return &Client{conn: conn, rpc: pb.NewCoordinatorClient(conn), policy: DefaultRetryPolicy}
+}
+
+// Close closes the connection if Dial opened it.
+func (c *Client) Close() error {
+	if c.owns {
+		return c.conn.Close()
+	}
+	return nil
+}
+
+// retry repeats an idempotent call while the coordinator is unavailable.
+func (c *Client) retry(ctx context.Context, call func() error) error {
+	backoff := c.policy.MinBackoff
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = call()
+		if err == nil || !errors.Is(err, ErrUnavailable) || attempt >= c.policy.Attempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, c.policy.MaxBackoff)
+	}
+}
+
+// Isolation levels.
+type Isolation = pb.IsolationLevel
+
+const (
+	ReadCommitted  = pb.IsolationLevel_READ_COMMITTED
+	RepeatableRead = pb.IsolationLevel_REPEATABLE_READ
+	Serializable   = pb.IsolationLevel_SERIALIZABLE
+)
+
+// TxOptions configure a transaction; the zero value uses server defaults.
+type TxOptions struct {
+	Timeout   time.Duration
+	Isolation Isolation
+	Labels    map[string]string
+}
+
+func (o TxOptions) proto() *pb.TransactionOptions {
+	p := &pb.TransactionOptions{Isolation: o.Isolation, Labels: o.Labels}
+	if o.Timeout > 0 {
+		p.Timeout = durationpb.New(o.Timeout)
+	}
+	return p
+}
+
+// Tx is an interactive transaction. Use it from one goroutine at a time.
+type Tx struct {
+	c    *Client
+	id   string
+	done bool
+}
+
+// ID is the transaction id (for GetTransaction, logs, txctl).
+func (t *Tx) ID() string { return t.id }
+
+// Begin starts a transaction.
+func (c *Client) Begin(ctx context.Context, opts TxOptions) (*Tx, error) {
+	var resp *pb.BeginResponse
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.rpc.Begin(ctx, &pb.BeginRequest{Options: opts.proto()})
+		return fromStatus(err, "", false)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{c: c, id: resp.Txid}, nil
+}
+
+// Exec runs SQL with positional args ($1, $2...) on a PostgreSQL participant.
+func (t *Tx) Exec(ctx context.Context, participant, sql string, args ...any) (*Result, error) {
+	return t.Do(ctx, participant, SQL(sql, args...))
+}
+
+// Do runs one statement on a participant.
+func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result, error) {
+	ps, err := st.proto(participant)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.c.rpc.Execute(ctx, &pb.ExecuteRequest{Txid: t.id, Statement: ps})
+	if err != nil {
+		return nil, fromStatus(err, t.id, false)
+	}
+	return resultFromProto(resp.Result), nil
+}
+
+// Commit commits atomically on every participant the transaction touched.
+// nil: committed. ErrAborted: rolled back. ErrOutcomeUnknown: ask WaitOutcome.
+func (t *Tx) Commit(ctx context.Context) error {
+	_, err := t.c.rpc.Commit(ctx, &pb.CommitRequest{Txid: t.id})
+	t.done = true
+	return fromStatus(err, t.id, true)
+}
+
+// Rollback abandons the transaction. Safe after Commit failed or twice.
+func (t *Tx) Rollback(ctx context.Context) error {
+	err := t.c.retry(ctx, func() error {
+		_, err := t.c.rpc.Rollback(ctx, &pb.RollbackRequest{Txid: t.id})
+		return fromStatus(err, t.id, false)
+	})
+	t.done = true
+	if errors.Is(err, ErrNotFound) {
+		return nil // timed out and rolled back already
+	}
+	return err
+}
+
+// Participant-addressed statement for Run.
+type Step struct {
+	Participant string
+	Statement   Statement
+}
+
+// On pairs a participant with a statement for Run.
+func On(participant string, st Statement) Step { return Step{Participant: participant, Statement: st} }
+
+// Run executes the steps and commits, in one call. The error contract is
+// Commit's: a transport failure during Run is ErrOutcomeUnknown.
+func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string, []*Result, error) {
+	req := &pb.RunRequest{Options: opts.proto()}
+	for _, s := range steps {
+		ps, err := s.Statement.proto(s.Participant)
+		if err != nil {
+			return "", nil, err
+		}
+		req.Statements = append(req.Statements, ps)
+	}
+	resp, err := c.rpc.Run(ctx, req)
+	if err != nil {
+		e := fromStatus(err, "", true)
+		var ce *Error
+		if errors.As(e, &ce) {
+			return ce.TxID, nil, e
+		}
+		return "", nil, e
+	}
+	out := make([]*Result, len(resp.Results))
+	for i, r := range resp.Results {
+		out[i] = resultFromProto(r)
+	}
+	return resp.Txid, out, nil
+}
+
+// Transaction is what GetTransaction reports.
+type Transaction = pb.Transaction
+
+// GetTransaction asks for a transaction's state and outcome.
+func (c *Client) GetTransaction(ctx context.Context, txid string) (*Transaction, error) {
+	var resp *pb.Transaction
+	err := c.retry(ctx, func() error {
+		var err error
+		resp, err = c.rpc.GetTransaction(ctx, &pb.GetTransactionRequest{Txid: txid})
+		return fromStatus(err, txid, false)
+	})
+	return resp, err
+}
+
+// WaitOutcome polls GetTransaction until the outcome is COMMITTED or ABORTED
+// (or ctx ends): the way to resolve ErrOutcomeUnknown.
+func (c *Client) WaitOutcome(ctx context.Context, txid string) (pb.Outcome, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		t, err := c.GetTransaction(ctx, txid)
+		if err == nil && (t.Outcome == pb.Outcome_COMMITTED || t.Outcome == pb.Outcome_ABORTED) {
+			return t.Outcome, nil
+		}
+		if err != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrOutcomeUnknown) {
+			var ce *Error
+			if !errors.As(err, &ce) || (ce.Code != codes.Unavailable && ce.Code != codes.DeadlineExceeded) {
+				return pb.Outcome_UNKNOWN, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return pb.Outcome_UNKNOWN, fmt.Errorf("txcoord: outcome of %s still unknown: %w", txid, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}

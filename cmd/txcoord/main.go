@@ -1,0 +1,92 @@
+// Command txcoord runs a transaction coordinator node.
+//
+//	txcoord serve --config txcoord.yaml
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/txcoord/txcoord/node"
+)
+
+const usage = `txcoord — atomic transactions across PostgreSQL and SurrealDB.
+
+Usage:
+  txcoord serve [flags]     run a coordinator node
+
+Examples:
+  txcoord serve --config examples/txcoord.yaml
+  TXCOORD_LISTEN=127.0.0.1:7401 txcoord serve --config node2.yaml
+
+Flags of serve:
+`
+
+type failpoints map[string]string
+
+func (f failpoints) String() string { return fmt.Sprint(map[string]string(f)) }
+func (f failpoints) Set(v string) error {
+	name, action, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("want name=action, e.g. after-decision=kill")
+	}
+	f[name] = action
+	return nil
+}
+
+func main() {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "YAML configuration file (see examples/txcoord.yaml)")
+	listen := fs.String("listen", "", "gRPC listen address (overrides config and TXCOORD_LISTEN)")
+	dataDir := fs.String("data-dir", "", "data directory for the decision store (overrides config)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	fps := failpoints{}
+	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget); repeatable")
+
+	if len(os.Args) < 2 || os.Args[1] != "serve" {
+		fs.Usage()
+		if len(os.Args) >= 2 && (os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help") {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	fs.Parse(os.Args[2:])
+
+	cfg, err := node.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "txcoord:", err)
+		os.Exit(2)
+	}
+	cfg.ApplyEnv(os.Getenv)
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
+	}
+	if *logLevel != "" {
+		cfg.LogLevel = *logLevel
+	}
+	cfg.Failpoints = fps
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "txcoord: log_level %q: use debug, info, warn or error\n", cfg.LogLevel)
+		os.Exit(2)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := node.Run(ctx, cfg, logger); err != nil {
+		fmt.Fprintln(os.Stderr, "txcoord:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,148 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Failpoint names, at the boundaries of the 2PC path. Tests arm them through
+// TestingKnobs (and txcoord's --failpoint flag) to crash the process there.
+const (
+	// FailBeforeDecision: every branch voted YES; the decision is not logged.
+	FailBeforeDecision = "before-decision"
+	// FailAfterDecision: the commit decision is applied; no COMMIT sent yet.
+	FailAfterDecision = "after-decision"
+	// FailMidCommit: the first branch acknowledged COMMIT; the others are not
+	// sent (phase two runs sequentially while this failpoint is armed).
+	FailMidCommit = "mid-commit"
+	// FailBeforeForget: every branch acknowledged; the done mark is not logged.
+	FailBeforeForget = "before-forget"
+)
+
+// Failpoints lists every failpoint name.
+var Failpoints = []string{FailBeforeDecision, FailAfterDecision, FailMidCommit, FailBeforeForget}
+
+// TestingKnobs are hooks for tests. The zero value does nothing.
+type TestingKnobs struct {
+	// Failpoint is called at each named failpoint with its name. A crash
+	// test's hook kills the process; nil means no failpoints.
+	Failpoint func(name string)
+	// FailpointArmed reports whether a failpoint will fire, letting the
+	// driver make the point reachable (mid-commit forces sequential commits).
+	FailpointArmed func(name string) bool
+}
+
+// Config configures a Coordinator. Start from DefaultConfig.
+type Config struct {
+	// ClusterID goes into every GID; recovery touches only GIDs with
+	// GIDPrefix:ClusterID: (DESIGN.md invariant 6).
+	ClusterID string
+	GIDPrefix string
+
+	// DefaultTimeout applies when Begin gives none; MaxTimeout caps any.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// MaxActive bounds transactions in memory on this node (each may hold
+	// a database connection per participant).
+	MaxActive int
+	// MaxStatements bounds statements per transaction (and per Run call).
+	MaxStatements int
+	// MaxStatementBytes bounds one statement's text plus arguments.
+	MaxStatementBytes int
+	// MaxLabels bounds labels per transaction.
+	MaxLabels int
+
+	// PrepareTimeout bounds the prepare phase; a branch that has not voted
+	// by then counts as NO.
+	PrepareTimeout time.Duration
+	// ApplyTimeout bounds waiting for Raft to accept a decision.
+	ApplyTimeout time.Duration
+	// CommitReplyWait is how long Commit waits for phase-two acknowledgements
+	// before answering COMMITTED anyway (the decision is durable; phase two
+	// goes on in the background).
+	CommitReplyWait time.Duration
+	// RetryMin/RetryMax bound the exponential backoff of phase-two retries.
+	RetryMin, RetryMax time.Duration
+	// CallTimeout bounds one phase-two call to a participant.
+	CallTimeout time.Duration
+
+	// RecoveryInterval is the period of the in-doubt scan of participants.
+	RecoveryInterval time.Duration
+	// RecoveryStartupWait bounds how long the start-up recovery pass may
+	// delay serving; what remains is retried in the background.
+	RecoveryStartupWait time.Duration
+	// Retention keeps done decisions (for GetTransaction) before forgetting.
+	Retention time.Duration
+	// RecentFinished bounds finished transactions kept in memory for
+	// GetTransaction details (branches, errors).
+	RecentFinished int
+
+	Knobs TestingKnobs
+}
+
+// DefaultConfig returns a configuration for a development cluster.
+func DefaultConfig() Config {
+	return Config{
+		ClusterID:           "dev",
+		GIDPrefix:           "txc",
+		DefaultTimeout:      30 * time.Second,
+		MaxTimeout:          10 * time.Minute,
+		MaxActive:           4096,
+		MaxStatements:       1000,
+		MaxStatementBytes:   1 << 20,
+		MaxLabels:           16,
+		PrepareTimeout:      10 * time.Second,
+		ApplyTimeout:        5 * time.Second,
+		CommitReplyWait:     5 * time.Second,
+		RetryMin:            20 * time.Millisecond,
+		RetryMax:            2 * time.Second,
+		CallTimeout:         5 * time.Second,
+		RecoveryInterval:    5 * time.Second,
+		RecoveryStartupWait: 30 * time.Second,
+		Retention:           24 * time.Hour,
+		RecentFinished:      10000,
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// ValidName reports whether s may be used as a cluster id, GID prefix or
+// participant name (they are joined with ':' into GIDs under 200 bytes).
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks the configuration and names the field at fault.
+func (c Config) Validate() error {
+	var errs []error
+	if !ValidName(c.ClusterID) {
+		errs = append(errs, fmt.Errorf("cluster_id %q: use 1-32 of [a-z0-9_-], starting with a letter or digit", c.ClusterID))
+	}
+	if !ValidName(c.GIDPrefix) {
+		errs = append(errs, fmt.Errorf("gid_prefix %q: use 1-32 of [a-z0-9_-]", c.GIDPrefix))
+	}
+	pos := map[string]time.Duration{
+		"default_timeout": c.DefaultTimeout, "max_timeout": c.MaxTimeout, "prepare_timeout": c.PrepareTimeout,
+		"apply_timeout": c.ApplyTimeout, "commit_reply_wait": c.CommitReplyWait, "retry_min": c.RetryMin,
+		"retry_max": c.RetryMax, "call_timeout": c.CallTimeout, "recovery_interval": c.RecoveryInterval,
+		"recovery_startup_wait": c.RecoveryStartupWait, "retention": c.Retention,
+	}
+	for name, d := range pos {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0 (got %s)", name, d))
+		}
+	}
+	if c.DefaultTimeout > c.MaxTimeout {
+		errs = append(errs, fmt.Errorf("default_timeout (%s) must not exceed max_timeout (%s)", c.DefaultTimeout, c.MaxTimeout))
+	}
+	if c.RetryMin > c.RetryMax {
+		errs = append(errs, fmt.Errorf("retry_min (%s) must not exceed retry_max (%s)", c.RetryMin, c.RetryMax))
+	}
+	for name, n := range map[string]int{"max_active": c.MaxActive, "max_statements": c.MaxStatements,
+		"max_statement_bytes": c.MaxStatementBytes, "recent_finished": c.RecentFinished} {
+		if n <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0 (got %d)", name, n))
+		}
+	}
+	return errors.Join(errs...)
+}

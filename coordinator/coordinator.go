@@ -1,0 +1,693 @@
+// Package coordinator is txcoord's two-phase commit engine: the pure state
+// machine (state.go), the Raft FSM over the wal decision store (fsm.go,
+// raftnode.go), the leader-side driver that runs transactions (this file,
+// phasetwo.go) and recovery (recovery.go).
+//
+// A Coordinator is the leader-side driver. It keeps ACTIVE transactions in
+// memory; only decisions go through Raft. Invariant 1 of DESIGN.md holds by
+// construction: EffCommitAll runs only after the commit decision was applied
+// by Raft, and recovery commits only branches whose record says COMMIT.
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/participants"
+	"github.com/txcoord/txcoord/wal"
+)
+
+// Outcome is what a client learns about a transaction.
+type Outcome int
+
+const (
+	OutcomePending Outcome = iota + 1
+	OutcomeCommitted
+	OutcomeAborted
+	OutcomeUnknown
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomePending:
+		return "PENDING"
+	case OutcomeCommitted:
+		return "COMMITTED"
+	case OutcomeAborted:
+		return "ABORTED"
+	case OutcomeUnknown:
+		return "UNKNOWN"
+	}
+	return "UNSPECIFIED"
+}
+
+// BranchState is one branch's place in the protocol.
+type BranchState int
+
+const (
+	BranchActive BranchState = iota + 1
+	BranchPrepared
+	BranchReadOnly
+	BranchCommitted
+	BranchRolledBack
+	BranchFailed
+)
+
+func (s BranchState) String() string {
+	return [...]string{"", "ACTIVE", "PREPARED", "READ_ONLY", "COMMITTED", "ROLLED_BACK", "FAILED"}[s]
+}
+
+// TxOptions are given at Begin.
+type TxOptions struct {
+	Timeout   time.Duration
+	Isolation participants.Isolation
+	Labels    map[string]string
+}
+
+// Statement is one operation addressed to a participant.
+type Statement struct {
+	Participant string
+	Op          participants.Operation
+}
+
+// BranchInfo describes one branch for GetTransaction.
+type BranchInfo struct {
+	Participant string
+	GID         string
+	State       BranchState
+	Vote        string
+	Error       string
+}
+
+// TxInfo describes a transaction for GetTransaction.
+type TxInfo struct {
+	TxID      string
+	State     State
+	Outcome   Outcome
+	Branches  []BranchInfo
+	Labels    map[string]string
+	CreatedAt time.Time
+	Deadline  time.Time
+	Error     string
+	// Presumed: the outcome comes from presumed abort (no commit record).
+	Presumed bool
+}
+
+type branch struct {
+	p     participants.Participant
+	b     participants.Branch // nil once released
+	gid   string
+	state BranchState
+	vote  participants.Vote
+	err   error
+}
+
+type txn struct {
+	id       string
+	opts     TxOptions
+	created  time.Time
+	deadline time.Time
+
+	// opMu serialises the client's calls on this transaction (Execute,
+	// Commit, Rollback, timeout): a branch is used by one goroutine at a time.
+	opMu sync.Mutex
+	// mu guards the fields below; held only briefly, never across I/O.
+	mu         sync.Mutex
+	state      State
+	branches   map[string]*branch
+	order      []string // participant names in first-use order
+	statements int
+	err        error
+	timer      *time.Timer
+}
+
+// Coordinator drives transactions on the Raft leader. Safe for concurrent use.
+type Coordinator struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	store  *wal.Store
+	parts  map[string]participants.Participant
+	now    func() time.Time
+	prefix string // "<gid prefix>:<cluster id>:"
+
+	mu     sync.Mutex
+	active map[string]*txn
+	recent map[string]*TxInfo
+	ring   []string // recent's insertion order, bounded by RecentFinished
+
+	ready  atomic.Bool // start-up recovery done
+	doneCh chan string // txids whose phase two finished, to be marked done
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// New builds a Coordinator. Start must be called before it serves.
+func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, logger *slog.Logger) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	c := &Coordinator{
+		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
+		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
+		active: map[string]*txn{}, recent: map[string]*TxInfo{},
+		doneCh: make(chan string, 4096), stop: make(chan struct{}),
+	}
+	for _, p := range parts {
+		if !ValidName(p.Name()) {
+			return nil, fmt.Errorf("participant name %q: use 1-32 of [a-z0-9_-]", p.Name())
+		}
+		if _, dup := c.parts[p.Name()]; dup {
+			return nil, fmt.Errorf("participant name %q is configured twice", p.Name())
+		}
+		c.parts[p.Name()] = p
+	}
+	return c, nil
+}
+
+// GIDPrefix is the prefix of every GID this cluster creates.
+func (c *Coordinator) GIDPrefix() string { return c.prefix }
+
+// GID names a transaction's branch on a participant:
+// <prefix>:<cluster id>:<txid>:<participant>, under 200 bytes by construction.
+func (c *Coordinator) GID(txid, participant string) string {
+	return c.prefix + txid + ":" + participant
+}
+
+// ParseGID splits a GID of this cluster into txid and participant.
+func (c *Coordinator) ParseGID(gid string) (txid, participant string, ok bool) {
+	rest, found := strings.CutPrefix(gid, c.prefix)
+	if !found {
+		return "", "", false
+	}
+	txid, participant, found = strings.Cut(rest, ":")
+	if !found || !txidRE.MatchString(txid) || !ValidName(participant) {
+		return "", "", false
+	}
+	return txid, participant, true
+}
+
+// txid: 12 hex digits of milliseconds since the epoch, then 8 random hex
+// digits. Fixed width, so keys never prefix each other, and sortable by time.
+var txidRE = regexp.MustCompile(`^[0-9a-f]{20}$`)
+
+func (c *Coordinator) newTxID() string {
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		panic(fmt.Sprintf("coordinator: crypto/rand failed: %v", err))
+	}
+	return fmt.Sprintf("%012x%s", c.now().UnixMilli(), hex.EncodeToString(rnd[:]))
+}
+
+func txidTime(txid string) time.Time {
+	ms, err := strconv.ParseInt(txid[:12], 16, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+func validateTxID(txid string) error {
+	if txid == "" {
+		return fieldErr("txid", "is empty; pass the txid returned by Begin")
+	}
+	if !txidRE.MatchString(txid) {
+		return fieldErr("txid", "%q is not a txcoord transaction id (20 lowercase hex digits)", txid)
+	}
+	return nil
+}
+
+// serving returns ErrUnavailable unless this node leads and has recovered.
+func (c *Coordinator) serving() error {
+	if c.raft.State() != raft.Leader {
+		addr, id := c.raft.LeaderWithID()
+		return fmt.Errorf("%w: not the leader (leader %s at %s)", ErrUnavailable, id, addr)
+	}
+	if !c.ready.Load() {
+		return fmt.Errorf("%w: recovering in-doubt transactions", ErrUnavailable)
+	}
+	return nil
+}
+
+// Begin starts a transaction.
+func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.Time, error) {
+	if err := c.serving(); err != nil {
+		return "", time.Time{}, err
+	}
+	if opts.Timeout < 0 {
+		return "", time.Time{}, fieldErr("options.timeout", "must not be negative")
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = c.cfg.DefaultTimeout
+	}
+	if opts.Timeout > c.cfg.MaxTimeout {
+		return "", time.Time{}, fieldErr("options.timeout", "%s exceeds the server's max_timeout %s", opts.Timeout, c.cfg.MaxTimeout)
+	}
+	if len(opts.Labels) > c.cfg.MaxLabels {
+		return "", time.Time{}, fieldErr("options.labels", "%d labels; at most %d", len(opts.Labels), c.cfg.MaxLabels)
+	}
+	for k, v := range opts.Labels {
+		if k == "" || len(k) > 128 || len(v) > 128 {
+			return "", time.Time{}, fieldErr("options.labels", "label %q: keys must be 1-128 bytes and values at most 128", k)
+		}
+	}
+	now := c.now()
+	t := &txn{
+		id: c.newTxID(), opts: opts, created: now, deadline: now.Add(opts.Timeout),
+		state: StateActive, branches: map[string]*branch{},
+	}
+	c.mu.Lock()
+	if len(c.active) >= c.cfg.MaxActive {
+		c.mu.Unlock()
+		return "", time.Time{}, fmt.Errorf("%w: %d active transactions (max_active); retry later", ErrLimit, c.cfg.MaxActive)
+	}
+	c.active[t.id] = t
+	c.mu.Unlock()
+	t.timer = time.AfterFunc(opts.Timeout, func() { c.onTimeout(t) })
+	c.log.Debug("begin", "txid", t.id, "timeout", opts.Timeout)
+	return t.id, t.deadline, nil
+}
+
+func (c *Coordinator) lookup(txid string) (*txn, error) {
+	if err := validateTxID(txid); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	t := c.active[txid]
+	c.mu.Unlock()
+	if t == nil {
+		return nil, fmt.Errorf("%w: %s is not active on this coordinator (finished, timed out, or never begun)", ErrNotFound, txid)
+	}
+	return t, nil
+}
+
+func (c *Coordinator) checkStatement(i int, st Statement) error {
+	field := "statement"
+	if i >= 0 {
+		field = fmt.Sprintf("statements[%d]", i)
+	}
+	if st.Participant == "" {
+		return fieldErr(field+".participant", "is empty; name a configured participant (%s)", c.participantNames())
+	}
+	p, ok := c.parts[st.Participant]
+	if !ok {
+		return fieldErr(field+".participant", "unknown participant %q; configured: %s", st.Participant, c.participantNames())
+	}
+	size := len(st.Op.SQL) + approxSize(st.Op.Args) + approxSize(st.Op.Content) + approxSize(st.Op.Vars)
+	if size > c.cfg.MaxStatementBytes {
+		return fieldErr(field, "is %d bytes; the limit is %d (max_statement_bytes)", size, c.cfg.MaxStatementBytes)
+	}
+	switch p.Kind() {
+	case participants.KindPostgres:
+		if st.Op.Kind != participants.OpSQL {
+			return fieldErr(field+".sql", "participant %q is PostgreSQL: send an SQL statement", st.Participant)
+		}
+		if strings.TrimSpace(st.Op.SQL) == "" {
+			return fieldErr(field+".sql.sql", "is empty")
+		}
+	case participants.KindSurrealDB:
+		if st.Op.Kind == participants.OpSQL {
+			return fieldErr(field+".record", "participant %q is SurrealDB: send a record operation", st.Participant)
+		}
+		if st.Op.Kind == participants.OpQuery {
+			if strings.TrimSpace(st.Op.SQL) == "" {
+				return fieldErr(field+".record.query", "is empty")
+			}
+		} else if st.Op.Record.Table == "" || st.Op.Record.ID == nil {
+			return fieldErr(field+".record.record", "needs a table and an id")
+		}
+	}
+	return nil
+}
+
+func (c *Coordinator) participantNames() string {
+	names := make([]string, 0, len(c.parts))
+	for n := range c.parts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// approxSize estimates the encoded size of a value (for limits only).
+func approxSize(v any) int {
+	switch x := v.(type) {
+	case nil:
+		return 0
+	case string:
+		return len(x)
+	case []byte:
+		return len(x)
+	case []any:
+		n := 0
+		for _, e := range x {
+			n += approxSize(e) + 1
+		}
+		return n
+	case map[string]any:
+		n := 0
+		for k, e := range x {
+			n += len(k) + approxSize(e) + 1
+		}
+		return n
+	}
+	return 8
+}
+
+// Execute runs one statement inside an ACTIVE transaction. A statement that
+// fails at the participant rolls the whole transaction back (the branch is
+// unusable after a failed statement) and returns an *AbortError.
+func (c *Coordinator) Execute(ctx context.Context, txid string, st Statement) (participants.Result, error) {
+	if err := c.serving(); err != nil {
+		return participants.Result{}, err
+	}
+	t, err := c.lookup(txid)
+	if err != nil {
+		return participants.Result{}, err
+	}
+	if err := c.checkStatement(-1, st); err != nil {
+		return participants.Result{}, err
+	}
+	t.opMu.Lock()
+	defer t.opMu.Unlock()
+	return c.execLocked(ctx, t, st)
+}
+
+func (c *Coordinator) execLocked(ctx context.Context, t *txn, st Statement) (participants.Result, error) {
+	t.mu.Lock()
+	if _, _, err := Transition(t.state, EvExecute); err != nil {
+		state := t.state
+		t.mu.Unlock()
+		return participants.Result{}, fmt.Errorf("%w: %s is %s; Execute needs ACTIVE", ErrNotActive, t.id, state)
+	}
+	if t.statements >= c.cfg.MaxStatements {
+		t.mu.Unlock()
+		return participants.Result{}, fieldErr("statement", "transaction already ran %d statements (max_statements)", c.cfg.MaxStatements)
+	}
+	t.statements++
+	br := t.branches[st.Participant]
+	t.mu.Unlock()
+
+	ctx, cancel := context.WithDeadline(ctx, t.deadline)
+	defer cancel()
+	if br == nil {
+		p := c.parts[st.Participant]
+		gid := c.GID(t.id, st.Participant)
+		b, err := p.Begin(ctx, gid, participants.BranchOptions{Isolation: t.opts.Isolation, Deadline: t.deadline})
+		if err != nil {
+			return participants.Result{}, c.abortLocked(t, st.Participant, fmt.Errorf("open branch: %w", err))
+		}
+		br = &branch{p: p, b: b, gid: gid, state: BranchActive}
+		t.mu.Lock()
+		t.branches[st.Participant] = br
+		t.order = append(t.order, st.Participant)
+		t.mu.Unlock()
+	}
+	res, err := br.b.Execute(ctx, st.Op)
+	if err != nil {
+		t.mu.Lock()
+		br.state, br.err = BranchFailed, err
+		t.mu.Unlock()
+		return participants.Result{}, c.abortLocked(t, st.Participant, err)
+	}
+	return res, nil
+}
+
+// Rollback abandons an ACTIVE transaction. Rolling back an aborted one is a
+// no-op success.
+func (c *Coordinator) Rollback(ctx context.Context, txid string) error {
+	if err := c.serving(); err != nil {
+		return err
+	}
+	if err := validateTxID(txid); err != nil {
+		return err
+	}
+	t, err := c.lookup(txid)
+	if err != nil {
+		if info := c.recentInfo(txid); info != nil {
+			if info.Outcome == OutcomeAborted {
+				return nil
+			}
+			return fmt.Errorf("%w: %s is %s; it cannot be rolled back", ErrNotActive, txid, info.State)
+		}
+		return err
+	}
+	t.opMu.Lock()
+	defer t.opMu.Unlock()
+	t.mu.Lock()
+	state := t.state
+	t.mu.Unlock()
+	if state == StateAborted || state == StateAborting {
+		return nil
+	}
+	if _, _, err := Transition(state, EvRollback); err != nil {
+		return fmt.Errorf("%w: %s is %s; it cannot be rolled back", ErrNotActive, txid, state)
+	}
+	c.abortLocked(t, "", errors.New("rolled back by the client"))
+	return nil
+}
+
+func (c *Coordinator) onTimeout(t *txn) {
+	t.opMu.Lock()
+	defer t.opMu.Unlock()
+	t.mu.Lock()
+	state := t.state
+	t.mu.Unlock()
+	if state != StateActive {
+		return
+	}
+	c.log.Info("transaction timed out; rolling back", "txid", t.id, "timeout", t.opts.Timeout)
+	c.abortLocked(t, "", fmt.Errorf("timed out after %s", t.opts.Timeout))
+}
+
+// abortLocked rolls back every branch of an ACTIVE or PREPARING transaction
+// (caller holds opMu) and returns the *AbortError describing why.
+func (c *Coordinator) abortLocked(t *txn, participant string, reason error) error {
+	t.mu.Lock()
+	if t.state == StateActive || t.state == StatePreparing {
+		t.state = StateAborting
+	}
+	if t.err == nil {
+		t.err = &AbortError{TxID: t.id, Participant: participant, Reason: reason}
+	}
+	abortErr := t.err
+	t.mu.Unlock()
+	c.rollbackBranches(t)
+	c.finish(t, StateAborted)
+	return abortErr
+}
+
+// finish moves a transaction out of the active set.
+func (c *Coordinator) finish(t *txn, final State) {
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	t.mu.Lock()
+	t.state = final
+	t.mu.Unlock()
+	info := c.info(t)
+	c.mu.Lock()
+	delete(c.active, t.id)
+	if _, ok := c.recent[t.id]; !ok {
+		c.ring = append(c.ring, t.id)
+	}
+	c.recent[t.id] = info
+	for len(c.ring) > c.cfg.RecentFinished {
+		delete(c.recent, c.ring[0])
+		c.ring = c.ring[1:]
+	}
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) recentInfo(txid string) *TxInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.recent[txid]
+}
+
+func (c *Coordinator) info(t *txn) *TxInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	info := &TxInfo{TxID: t.id, State: t.state, Labels: t.opts.Labels, CreatedAt: t.created, Deadline: t.deadline}
+	switch t.state {
+	case StateCommitted, StateCommitting:
+		info.Outcome = OutcomeCommitted
+	case StateAborted, StateAborting:
+		info.Outcome = OutcomeAborted
+	case StateInDoubt:
+		info.Outcome = OutcomeUnknown
+	default:
+		info.Outcome = OutcomePending
+	}
+	if t.err != nil {
+		info.Error = t.err.Error()
+	}
+	for _, name := range t.order {
+		br := t.branches[name]
+		bi := BranchInfo{Participant: name, GID: br.gid, State: br.state}
+		if br.state != BranchActive && br.state != BranchFailed {
+			bi.Vote = br.vote.String()
+		}
+		if br.err != nil {
+			bi.Error = br.err.Error()
+		}
+		info.Branches = append(info.Branches, bi)
+	}
+	return info
+}
+
+// GetTransaction reports what is known about a transaction: in memory while
+// active or recently finished, else from the decision log, else by presumed
+// abort (a txid with no commit record after recovery is aborted), unless the
+// txid is older than the retention and its record may have been forgotten.
+func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo, error) {
+	if err := validateTxID(txid); err != nil {
+		return nil, err
+	}
+	if err := c.serving(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	t := c.active[txid]
+	recent := c.recent[txid]
+	c.mu.Unlock()
+	if t != nil {
+		return c.info(t), nil
+	}
+	rec, err := c.store.Get(txid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read decision store: %v", ErrUnavailable, err)
+	}
+	if rec != nil {
+		info := recordInfo(rec, c)
+		if recent != nil {
+			info.Branches, info.Labels, info.Deadline = recent.Branches, recent.Labels, recent.Deadline
+			if info.Error == "" {
+				info.Error = recent.Error
+			}
+		}
+		return info, nil
+	}
+	if recent != nil && recent.Outcome != OutcomeCommitted {
+		return recent, nil
+	}
+	if created := txidTime(txid); c.now().Sub(created) > c.cfg.Retention {
+		return nil, fmt.Errorf("%w: %s is older than the retention (%s); its outcome may have been forgotten", ErrNotFound, txid, c.cfg.Retention)
+	}
+	if created := txidTime(txid); created.After(c.now().Add(time.Minute)) {
+		return nil, fmt.Errorf("%w: %s was not created by this cluster (its time is in the future)", ErrNotFound, txid)
+	}
+	return &TxInfo{TxID: txid, State: StateAborted, Outcome: OutcomeAborted, Presumed: true, CreatedAt: txidTime(txid),
+		Error: "no commit decision was logged: presumed abort"}, nil
+}
+
+func recordInfo(rec *wal.Record, c *Coordinator) *TxInfo {
+	info := &TxInfo{TxID: rec.TxID, Labels: rec.Labels, CreatedAt: time.UnixMilli(rec.CreatedMs), Error: rec.Reason}
+	committed := rec.Outcome == wal.OutcomeCommit
+	switch {
+	case committed && rec.Done:
+		info.State, info.Outcome = StateCommitted, OutcomeCommitted
+	case committed:
+		info.State, info.Outcome = StateCommitting, OutcomeCommitted
+	case rec.Done:
+		info.State, info.Outcome = StateAborted, OutcomeAborted
+	default:
+		info.State, info.Outcome = StateAborting, OutcomeAborted
+	}
+	for _, p := range rec.Participants {
+		bs := BranchPrepared
+		if rec.Done && committed {
+			bs = BranchCommitted
+		} else if rec.Done {
+			bs = BranchRolledBack
+		}
+		info.Branches = append(info.Branches, BranchInfo{Participant: p, GID: c.GID(rec.TxID, p), State: bs, Vote: "YES"})
+	}
+	return info
+}
+
+// Run executes statements and commits, in one call. Statements run in order;
+// a failing one rolls everything back.
+func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement) (string, []participants.Result, error) {
+	if len(stmts) == 0 {
+		return "", nil, fieldErr("statements", "is empty; give at least one statement")
+	}
+	if len(stmts) > c.cfg.MaxStatements {
+		return "", nil, fieldErr("statements", "has %d statements; the limit is %d (max_statements)", len(stmts), c.cfg.MaxStatements)
+	}
+	for i, st := range stmts {
+		if err := c.checkStatement(i, st); err != nil {
+			return "", nil, err
+		}
+	}
+	txid, _, err := c.Begin(ctx, opts)
+	if err != nil {
+		return "", nil, err
+	}
+	t, err := c.lookup(txid)
+	if err != nil {
+		return txid, nil, err
+	}
+	t.opMu.Lock()
+	results := make([]participants.Result, 0, len(stmts))
+	for _, st := range stmts {
+		res, err := c.execLocked(ctx, t, st)
+		if err != nil {
+			t.opMu.Unlock()
+			return txid, nil, err
+		}
+		results = append(results, res)
+	}
+	err = c.commitLocked(ctx, t)
+	t.opMu.Unlock()
+	if err != nil {
+		return txid, nil, err
+	}
+	return txid, results, nil
+}
+
+// Commit decides the transaction. nil means committed; *AbortError means
+// rolled back; ErrOutcomeUnknown means recovery will decide. Committing a
+// transaction that already committed returns nil (a client's retry).
+func (c *Coordinator) Commit(ctx context.Context, txid string) error {
+	if err := c.serving(); err != nil {
+		return err
+	}
+	t, err := c.lookup(txid)
+	if err != nil {
+		if errors.Is(err, ErrInvalidArgument) {
+			return err
+		}
+		info, gerr := c.GetTransaction(ctx, txid)
+		if gerr != nil {
+			return err
+		}
+		switch info.Outcome {
+		case OutcomeCommitted:
+			return nil
+		case OutcomeAborted:
+			return &AbortError{TxID: txid, Reason: errors.New(info.Error)}
+		case OutcomeUnknown:
+			return fmt.Errorf("%w: %s", ErrOutcomeUnknown, txid)
+		}
+		return err
+	}
+	t.opMu.Lock()
+	defer t.opMu.Unlock()
+	return c.commitLocked(ctx, t)
+}

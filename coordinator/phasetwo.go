@@ -1,0 +1,375 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/participants"
+	"github.com/txcoord/txcoord/wal"
+)
+
+func (c *Coordinator) failpoint(name string) {
+	if c.cfg.Knobs.Failpoint != nil {
+		c.cfg.Knobs.Failpoint(name)
+	}
+}
+
+func (c *Coordinator) armed(name string) bool {
+	return c.cfg.Knobs.FailpointArmed != nil && c.cfg.Knobs.FailpointArmed(name)
+}
+
+// commitLocked runs the commit protocol; the caller holds t.opMu.
+func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
+	t.mu.Lock()
+	state := t.state
+	switch state {
+	case StateCommitted, StateCommitting:
+		t.mu.Unlock()
+		return nil
+	case StateAborted, StateAborting:
+		err := t.err
+		t.mu.Unlock()
+		return err
+	case StateInDoubt:
+		t.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, t.id)
+	}
+	if _, _, err := Transition(state, EvCommit); err != nil {
+		t.mu.Unlock()
+		return fmt.Errorf("%w: %s is %s", ErrNotActive, t.id, state)
+	}
+	if c.now().After(t.deadline) {
+		t.mu.Unlock()
+		return c.abortLocked(t, "", fmt.Errorf("timed out after %s before commit", t.opts.Timeout))
+	}
+	t.state = StatePreparing
+	brs := make([]*branch, 0, len(t.order))
+	for _, name := range t.order {
+		brs = append(brs, t.branches[name])
+	}
+	t.mu.Unlock()
+
+	// The prepare phase and everything after it ignore the client's
+	// cancellation: a half-prepared transaction must be finished by us.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.PrepareTimeout)
+	defer cancel()
+
+	switch len(brs) {
+	case 0:
+		c.finish(t, StateCommitted)
+		return nil
+	case 1:
+		return c.commitOnePhase(pctx, t, brs[0])
+	}
+
+	// Phase one: prepare all branches in parallel.
+	var wg sync.WaitGroup
+	for _, br := range brs {
+		wg.Add(1)
+		go func(br *branch) {
+			defer wg.Done()
+			vote, err := br.b.Prepare(pctx)
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			br.vote, br.err = vote, err
+			switch {
+			case err == nil && vote == participants.VoteYes:
+				br.state = BranchPrepared
+			case err == nil && vote == participants.VoteReadOnly:
+				br.state = BranchReadOnly
+			default:
+				br.state = BranchFailed
+				if err == nil {
+					br.err = fmt.Errorf("%w: prepare returned vote %s without an error", participants.ErrVoteNo, vote)
+				}
+			}
+		}(br)
+	}
+	wg.Wait()
+
+	var yes []string
+	for _, br := range brs {
+		if br.state == BranchFailed {
+			return c.abortLocked(t, br.p.Name(), fmt.Errorf("prepare: %w", br.err))
+		}
+		if br.state == BranchPrepared {
+			yes = append(yes, br.p.Name())
+		}
+	}
+	if len(yes) == 0 { // every branch was read-only: nothing to decide
+		c.finish(t, StateCommitted)
+		return nil
+	}
+	c.failpoint(FailBeforeDecision)
+
+	// The decision: durable on a Raft quorum before any COMMIT is sent.
+	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Labels: t.opts.Labels,
+		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli()}
+	applied, err := c.applyDecision(rec)
+	if err != nil {
+		if errors.Is(err, ErrOutcomeUnknown) {
+			c.log.Warn("decision outcome unknown; recovery will resolve it", "txid", t.id, "err", err)
+			t.mu.Lock()
+			t.err = err
+			t.mu.Unlock()
+			c.finish(t, StateInDoubt)
+			return err
+		}
+		return c.abortLocked(t, "", fmt.Errorf("decision not logged: %w", err))
+	}
+	if applied.Outcome != wal.OutcomeCommit { // an earlier abort decision won (txctl resolve)
+		return c.abortLocked(t, "", fmt.Errorf("an abort decision was logged first: %s", applied.Reason))
+	}
+	t.mu.Lock()
+	t.state = StateCommitting
+	t.mu.Unlock()
+	c.failpoint(FailAfterDecision)
+
+	// Phase two. Reply once every branch acknowledged, or after
+	// CommitReplyWait: the decision is durable, so COMMITTED is the truth
+	// either way; the rest goes on in the background until acknowledged.
+	done := make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		c.commitBranches(t, brs, applied.Term)
+		t.mu.Lock()
+		t.state = StateCommitted
+		t.mu.Unlock()
+		c.failpoint(FailBeforeForget)
+		c.markDone(t.id)
+		c.finish(t, StateCommitted)
+	}()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.CommitReplyWait):
+		c.log.Warn("phase two still running; replying COMMITTED", "txid", t.id)
+	}
+	return nil
+}
+
+func (c *Coordinator) commitOnePhase(ctx context.Context, t *txn, br *branch) error {
+	err := br.b.CommitOnePhase(ctx)
+	t.mu.Lock()
+	switch {
+	case err == nil:
+		br.state = BranchCommitted
+		t.mu.Unlock()
+		c.finish(t, StateCommitted)
+		return nil
+	case errors.Is(err, participants.ErrAmbiguous):
+		br.state, br.err = BranchFailed, err
+		t.err = fmt.Errorf("%w: one-phase commit on %q: %v", ErrOutcomeUnknown, br.p.Name(), err)
+		uerr := t.err
+		t.mu.Unlock()
+		c.finish(t, StateInDoubt)
+		return uerr
+	default:
+		br.state, br.err = BranchFailed, err
+		t.mu.Unlock()
+		return c.abortLocked(t, br.p.Name(), fmt.Errorf("commit: %w", err))
+	}
+}
+
+// applyDecision appends a decision to the Raft log and waits for it to be
+// applied. ErrNotLeader and ErrEnqueueTimeout mean the entry was never
+// appended (definitely not decided); other failures leave the outcome
+// unknown (invariant 3).
+func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
+	f := c.raft.Apply(wal.Command{Type: wal.CmdDecide, Decision: rec}.Encode(), c.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, err)
+	}
+	res, ok := f.Response().(*wal.ApplyResult)
+	if !ok || res == nil {
+		panic(fmt.Sprintf("coordinator: decide entry returned %T", f.Response()))
+	}
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	return res.Record, nil
+}
+
+// stillLeading fences phase two: only the leader of the term in which the
+// decision was applied (or a later term's leader, which recovers it) may
+// send phase-two messages (invariant 5).
+func (c *Coordinator) stillLeading(term uint64) bool {
+	return c.raft.State() == raft.Leader && (term == 0 || c.raft.CurrentTerm() >= term)
+}
+
+// commitBranches commits every prepared branch, retrying each with backoff
+// until acknowledged or until this node stops leading (the next leader's
+// recovery takes over). With FailMidCommit armed, branches commit one after
+// another so the failpoint falls between two commits.
+func (c *Coordinator) commitBranches(t *txn, brs []*branch, term uint64) {
+	var targets []*branch
+	for _, br := range brs {
+		if br.state == BranchPrepared {
+			targets = append(targets, br)
+		}
+	}
+	commitOne := func(br *branch) {
+		err := c.retryPhaseTwo(br.p, br.gid, term, true)
+		t.mu.Lock()
+		if err == nil {
+			br.state = BranchCommitted
+		} else {
+			br.err = err
+		}
+		t.mu.Unlock()
+	}
+	if c.armed(FailMidCommit) {
+		for i, br := range targets {
+			commitOne(br)
+			if i == 0 {
+				c.failpoint(FailMidCommit)
+			}
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, br := range targets {
+		wg.Add(1)
+		go func(br *branch) {
+			defer wg.Done()
+			commitOne(br)
+		}(br)
+	}
+	wg.Wait()
+}
+
+// rollbackBranches rolls back every branch of a transaction that will not
+// commit: unprepared ones locally, possibly prepared ones by GID, retried.
+func (c *Coordinator) rollbackBranches(t *txn) {
+	t.mu.Lock()
+	brs := make([]*branch, 0, len(t.order))
+	for _, name := range t.order {
+		brs = append(brs, t.branches[name])
+	}
+	t.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, br := range brs {
+		wg.Add(1)
+		go func(br *branch) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+			if err := br.b.Rollback(ctx); err != nil {
+				c.log.Debug("rollback of unprepared branch", "gid", br.gid, "err", err)
+			}
+			cancel()
+			// A YES vote, or a prepare whose result we do not know, may have
+			// left a prepared branch behind: roll it back by GID.
+			mayBePrepared := br.state == BranchPrepared ||
+				(br.state == BranchFailed && errors.Is(br.err, participants.ErrAmbiguous))
+			if mayBePrepared {
+				if err := c.retryPhaseTwo(br.p, br.gid, 0, false); err != nil {
+					c.log.Warn("rollback left to recovery", "gid", br.gid, "err", err)
+					return
+				}
+			}
+			t.mu.Lock()
+			if br.state != BranchFailed && br.state != BranchReadOnly {
+				br.state = BranchRolledBack
+			}
+			t.mu.Unlock()
+		}(br)
+	}
+	wg.Wait()
+}
+
+// errNotLeading stops phase-two retries on a deposed leader.
+var errNotLeading = errors.New("no longer the leader; the next leader recovers this branch")
+
+// retryPhaseTwo sends COMMIT PREPARED (commit=true) or ROLLBACK PREPARED for
+// gid until the participant acknowledges, backing off exponentially between
+// RetryMin and RetryMax. It runs on a context the client cannot cancel and
+// gives up only when this node stops leading or the coordinator stops.
+func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term uint64, commit bool) error {
+	backoff := c.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		if commit && !c.stillLeading(term) {
+			return errNotLeading
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+		var err error
+		if commit {
+			err = p.CommitPrepared(ctx, gid)
+		} else {
+			err = p.RollbackPrepared(ctx, gid)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if commit && errors.Is(err, participants.ErrNotPrepared) {
+			// The decision says commit but the branch is gone: only an
+			// operator can tell what happened (restored backup?). Keep the
+			// record not-done so txctl shows it; do not spin.
+			c.log.Error("committed branch is not prepared at its participant", "gid", gid, "participant", p.Name(), "err", err)
+			return err
+		}
+		c.log.Warn("phase two failed; retrying", "gid", gid, "participant", p.Name(), "commit", commit, "attempt", attempt, "backoff", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-c.stop:
+			return errors.New("coordinator stopping")
+		}
+		backoff *= 2
+		if backoff > c.cfg.RetryMax {
+			backoff = c.cfg.RetryMax
+		}
+	}
+}
+
+// markDone queues a txid for the batched done mark. Dropping one when the
+// queue is full is safe: the record stays not-done and the periodic
+// recovery re-commits (a no-op) and marks it.
+func (c *Coordinator) markDone(txid string) {
+	select {
+	case c.doneCh <- txid:
+	default:
+		c.log.Warn("done queue full; recovery will mark the transaction", "txid", txid)
+	}
+}
+
+// doneLoop batches done marks into one Raft entry every few milliseconds.
+func (c *Coordinator) doneLoop() {
+	defer c.wg.Done()
+	const maxBatch = 512 // keeps one entry well under raft's size comfort zone
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var batch []string
+	flush := func() {
+		if len(batch) == 0 || c.raft.State() != raft.Leader {
+			batch = batch[:0]
+			return
+		}
+		f := c.raft.Apply(wal.Command{Type: wal.CmdDone, TxIDs: batch, AtMs: c.now().UnixMilli()}.Encode(), c.cfg.ApplyTimeout)
+		if err := f.Error(); err != nil {
+			c.log.Warn("done marks not logged; recovery will retry", "count", len(batch), "err", err)
+		}
+		batch = nil
+	}
+	for {
+		select {
+		case id := <-c.doneCh:
+			batch = append(batch, id)
+			if len(batch) >= maxBatch {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		case <-c.stop:
+			flush()
+			return
+		}
+	}
+}

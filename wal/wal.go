@@ -1,0 +1,450 @@
+// Package wal is the durable decision store: the state of the coordinator's
+// Raft FSM, kept in bbolt.
+//
+// The package has few types: Store (the bbolt file), Record (what is known
+// about one decided transaction), Command (a log entry's payload) and Outcome.
+// A Store is changed only by ApplyBatch, which the Raft FSM calls with
+// committed log entries; everything else reads.
+//
+// ApplyBatch is deterministic: it reads no clock, does no I/O besides its own
+// bbolt file and is idempotent by Raft log index (entries at or below the
+// stored applied index are skipped), so replaying the log after a crash is safe.
+package wal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Outcome is a logged decision.
+type Outcome uint8
+
+const (
+	OutcomeNone Outcome = iota
+	OutcomeCommit
+	OutcomeAbort
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCommit:
+		return "COMMIT"
+	case OutcomeAbort:
+		return "ABORT"
+	}
+	return "NONE"
+}
+
+// CommandType is the kind of a log entry.
+type CommandType uint8
+
+const (
+	// CmdDecide logs the decision of one transaction. The first decision for
+	// a txid wins; a later, different one is refused (see ApplyResult.Conflict).
+	CmdDecide CommandType = iota + 1
+	// CmdDone marks transactions whose every branch acknowledged phase two.
+	CmdDone
+	// CmdForget deletes done records (chosen by the leader after retention).
+	CmdForget
+)
+
+// Command is the payload of one Raft log entry.
+type Command struct {
+	Type CommandType `json:"t"`
+	// Decide: one record. The leader fills every field, including times:
+	// Apply never reads a clock.
+	Decision *Record `json:"d,omitempty"`
+	// Done and Forget: the transactions concerned, and the leader's time.
+	TxIDs []string `json:"x,omitempty"`
+	AtMs  int64    `json:"at,omitempty"`
+}
+
+// Encode serialises a command for raft.Apply.
+func (c Command) Encode() []byte {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("wal: command must always encode: %v", err))
+	}
+	return b
+}
+
+// DecodeCommand parses a log entry's payload.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("decode command: %w", err)
+	}
+	return c, nil
+}
+
+// Record is what the log knows about one decided transaction.
+type Record struct {
+	TxID    string  `json:"id"`
+	Outcome Outcome `json:"o"`
+	// Participants that voted YES and must be told the outcome (their GIDs
+	// are derived from the txid and the participant name).
+	Participants []string          `json:"p,omitempty"`
+	Labels       map[string]string `json:"l,omitempty"`
+	CreatedMs    int64             `json:"c,omitempty"`
+	DecidedMs    int64             `json:"dm,omitempty"`
+	// Set by Apply: the Raft term and index the decision was applied at, so
+	// a driver can fence phase two by term.
+	Term  uint64 `json:"term,omitempty"`
+	Index uint64 `json:"idx,omitempty"`
+	// Done: every branch acknowledged phase two.
+	Done   bool  `json:"done,omitempty"`
+	DoneMs int64 `json:"dnm,omitempty"`
+	// Reason the transaction aborted, where one is known.
+	Reason string `json:"r,omitempty"`
+}
+
+// ApplyResult is what ApplyBatch returns for one entry (raft hands it back to
+// the caller of Apply through ApplyFuture.Response).
+type ApplyResult struct {
+	// Record is the decision now in force for a CmdDecide entry: the
+	// caller's, or an earlier one that won.
+	Record *Record
+	// Conflict is true when an earlier, different decision won.
+	Conflict bool
+	Err      error
+}
+
+// Entry is a committed log entry handed to ApplyBatch.
+type Entry struct {
+	Index, Term uint64
+	Data        []byte
+}
+
+var (
+	bucketTxns = []byte("txns")
+	bucketMeta = []byte("meta")
+	keyApplied = []byte("applied")
+
+	// ErrCorrupt: the store's file is not a valid decision store.
+	ErrCorrupt = errors.New("decision store is corrupt")
+)
+
+// Options configure a Store.
+type Options struct {
+	// NoSync skips bbolt's fsync on commit. Safe only because raft replays
+	// the log from the last durable applied index after a crash (the raft
+	// log store always fsyncs). Default false.
+	NoSync bool
+	// OpenTimeout bounds waiting for the file lock held by another process.
+	OpenTimeout time.Duration
+	// ReadOnly opens the file without writing it (txctl inspect).
+	ReadOnly bool
+}
+
+// Store is the decision store. Safe for concurrent use.
+type Store struct {
+	// mu guards db against Restore swapping the file under readers.
+	mu   sync.RWMutex
+	db   *bolt.DB
+	path string
+	opts Options
+}
+
+// Open opens (creating if needed) the store at path. A file that bbolt cannot
+// read or that lacks the store's buckets refuses to open with ErrCorrupt.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.OpenTimeout == 0 {
+		opts.OpenTimeout = 5 * time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, NoSync: opts.NoSync, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open decision store %s: locked by another process: %w", path, err)
+		}
+		return nil, fmt.Errorf("open decision store %s: %w: %v", path, ErrCorrupt, err)
+	}
+	s := &Store{db: db, path: path, opts: opts}
+	if opts.ReadOnly {
+		if err := db.View(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketTxns) == nil || tx.Bucket(bucketMeta) == nil {
+				return fmt.Errorf("%w: missing buckets", ErrCorrupt)
+			}
+			return nil
+		}); err != nil {
+			db.Close()
+			return nil, err
+		}
+		return s, nil
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketTxns); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := m.Get(keyApplied); v != nil && len(v) != 8 {
+			return fmt.Errorf("%w: applied index has %d bytes", ErrCorrupt, len(v))
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open decision store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.Close()
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+// AppliedIndex is the last Raft index whose effects are in the store.
+func (s *Store) AppliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var idx uint64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+			idx = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return idx
+}
+
+// ApplyBatch applies committed entries in one bbolt transaction and returns
+// one result per entry. Entries at or below the applied index are skipped
+// (their result is empty). A malformed entry or unknown command type is a
+// programmer error: it panics, because skipping it would let replicas diverge.
+func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	results := make([]ApplyResult, len(entries))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		txns := tx.Bucket(bucketTxns)
+		meta := tx.Bucket(bucketMeta)
+		applied := uint64(0)
+		if v := meta.Get(keyApplied); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
+		for i, e := range entries {
+			if e.Index <= applied {
+				continue
+			}
+			cmd, err := DecodeCommand(e.Data)
+			if err != nil {
+				panic(fmt.Sprintf("wal: undecodable committed entry at index %d: %v", e.Index, err))
+			}
+			results[i] = applyOne(txns, cmd, e)
+			applied = e.Index
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], applied)
+		return meta.Put(keyApplied, b[:])
+	})
+	if err != nil {
+		// A failing bbolt write means the disk is broken; continuing would
+		// acknowledge decisions that are not stored.
+		panic(fmt.Sprintf("wal: apply batch: %v", err))
+	}
+	return results
+}
+
+func applyOne(txns *bolt.Bucket, cmd Command, e Entry) ApplyResult {
+	switch cmd.Type {
+	case CmdDecide:
+		d := cmd.Decision
+		if d == nil || d.TxID == "" || (d.Outcome != OutcomeCommit && d.Outcome != OutcomeAbort) {
+			return ApplyResult{Err: fmt.Errorf("decide: malformed decision")}
+		}
+		if prev := get(txns, d.TxID); prev != nil {
+			return ApplyResult{Record: prev, Conflict: prev.Outcome != d.Outcome}
+		}
+		rec := *d
+		rec.Term, rec.Index = e.Term, e.Index
+		rec.Done, rec.DoneMs = false, 0
+		put(txns, &rec)
+		return ApplyResult{Record: &rec}
+	case CmdDone:
+		for _, id := range cmd.TxIDs {
+			if r := get(txns, id); r != nil && !r.Done {
+				r.Done, r.DoneMs = true, cmd.AtMs
+				put(txns, r)
+			}
+		}
+		return ApplyResult{}
+	case CmdForget:
+		for _, id := range cmd.TxIDs {
+			if r := get(txns, id); r != nil && r.Done {
+				if err := txns.Delete([]byte(id)); err != nil {
+					panic(fmt.Sprintf("wal: delete %s: %v", id, err))
+				}
+			}
+		}
+		return ApplyResult{}
+	}
+	panic(fmt.Sprintf("wal: unknown command type %d at index %d", cmd.Type, e.Index))
+}
+
+func get(txns *bolt.Bucket, id string) *Record {
+	v := txns.Get([]byte(id))
+	if v == nil {
+		return nil
+	}
+	var r Record
+	if err := json.Unmarshal(v, &r); err != nil {
+		panic(fmt.Sprintf("wal: corrupt record %q: %v", id, err))
+	}
+	return &r
+}
+
+func put(txns *bolt.Bucket, r *Record) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(fmt.Sprintf("wal: record must encode: %v", err))
+	}
+	// Keys are whole txids (exact match, never prefix scans), so ids of
+	// different lengths cannot shadow each other.
+	if err := txns.Put([]byte(r.TxID), b); err != nil {
+		panic(fmt.Sprintf("wal: put %s: %v", r.TxID, err))
+	}
+}
+
+// Get returns the record of txid, or nil if the log has none.
+func (s *Store) Get(txid string) (*Record, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var r *Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r = get(tx.Bucket(bucketTxns), txid)
+		return nil
+	})
+	return r, err
+}
+
+// Filter selects records in List.
+type Filter struct {
+	// NotDone: only records whose phase two is not finished.
+	NotDone bool
+	// DoneBeforeMs: only done records finished before this time (for forgetting).
+	DoneBeforeMs int64
+	Limit        int
+}
+
+// List returns records matching f, ordered by txid.
+func (s *Store) List(f Filter) ([]*Record, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTxns).ForEach(func(k, v []byte) error {
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return nil
+			}
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: record %q: %v", ErrCorrupt, k, err)
+			}
+			if f.NotDone && r.Done {
+				return nil
+			}
+			if f.DoneBeforeMs != 0 && (!r.Done || r.DoneMs >= f.DoneBeforeMs) {
+				return nil
+			}
+			out = append(out, &r)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].TxID < out[j].TxID })
+	return out, err
+}
+
+// WriteTo writes a consistent copy of the whole store (a snapshot).
+func (s *Store) WriteTo(w io.Writer) (int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Restore replaces the store's content with a snapshot written by WriteTo.
+// The snapshot is validated before it replaces anything.
+func (s *Store) Restore(r io.Reader) error {
+	tmp := s.path + ".restore"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("restore: write: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("restore: sync: %w", err)
+	}
+	f.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	check, err := Open(tmp, Options{ReadOnly: true, OpenTimeout: time.Second})
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: snapshot invalid: %w", err)
+	}
+	check.Close()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("restore: close: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("restore: rename: %w", err)
+	}
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.opts.OpenTimeout, NoSync: s.opts.NoSync})
+	if err != nil {
+		return fmt.Errorf("restore: reopen: %w", err)
+	}
+	s.db = db
+	return nil
+}
+
+// Equal reports whether two stores hold the same records (for checkers that
+// compare replicas). The applied index is ignored.
+func Equal(a, b *Store) (bool, error) {
+	ra, err := a.List(Filter{})
+	if err != nil {
+		return false, err
+	}
+	rb, err := b.List(Filter{})
+	if err != nil {
+		return false, err
+	}
+	if len(ra) != len(rb) {
+		return false, nil
+	}
+	for i := range ra {
+		x, _ := json.Marshal(ra[i])
+		y, _ := json.Marshal(rb[i])
+		if !bytes.Equal(x, y) {
+			return false, nil
+		}
+	}
+	return true, nil
+}

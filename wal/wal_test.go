@@ -1,0 +1,144 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func decide(idx uint64, id string, o Outcome) Entry {
+	return Entry{Index: idx, Term: 1, Data: Command{Type: CmdDecide, Decision: &Record{TxID: id, Outcome: o, Participants: []string{"a", "b"}}}.Encode()}
+}
+
+func TestDecideFirstWinsAndIsIdempotentByIndex(t *testing.T) {
+	s := open(t)
+	res := s.ApplyBatch([]Entry{decide(1, "tx1", OutcomeCommit), decide(2, "tx1", OutcomeAbort)})
+	if res[0].Record == nil || res[0].Record.Outcome != OutcomeCommit || res[0].Conflict {
+		t.Fatalf("first decision: %+v", res[0])
+	}
+	if !res[1].Conflict || res[1].Record.Outcome != OutcomeCommit {
+		t.Fatalf("second, different decision must lose: %+v", res[1])
+	}
+	if s.AppliedIndex() != 2 {
+		t.Fatalf("applied index %d", s.AppliedIndex())
+	}
+	// Replay of the same indexes is skipped entirely.
+	res = s.ApplyBatch([]Entry{decide(1, "tx2", OutcomeCommit), decide(2, "tx2", OutcomeCommit)})
+	if res[0].Record != nil || res[1].Record != nil {
+		t.Fatalf("replayed entries were applied: %+v", res)
+	}
+	if r, _ := s.Get("tx2"); r != nil {
+		t.Fatal("replay created a record")
+	}
+	r, _ := s.Get("tx1")
+	if r.Term != 1 || r.Index != 1 {
+		t.Fatalf("record not stamped with its term/index: %+v", r)
+	}
+}
+
+func TestDoneAndForget(t *testing.T) {
+	s := open(t)
+	s.ApplyBatch([]Entry{decide(1, "tx1", OutcomeCommit), decide(2, "tx10", OutcomeCommit)})
+	// Forget of a not-done record does nothing.
+	s.ApplyBatch([]Entry{{Index: 3, Data: Command{Type: CmdForget, TxIDs: []string{"tx1"}}.Encode()}})
+	if r, _ := s.Get("tx1"); r == nil {
+		t.Fatal("forgot a record that is not done")
+	}
+	s.ApplyBatch([]Entry{{Index: 4, Data: Command{Type: CmdDone, TxIDs: []string{"tx1"}, AtMs: 1000}.Encode()}})
+	notDone, _ := s.List(Filter{NotDone: true})
+	if len(notDone) != 1 || notDone[0].TxID != "tx10" {
+		t.Fatalf("not-done list: %+v", notDone)
+	}
+	old, _ := s.List(Filter{DoneBeforeMs: 2000})
+	if len(old) != 1 || old[0].TxID != "tx1" {
+		t.Fatalf("done-before list: %+v", old)
+	}
+	s.ApplyBatch([]Entry{{Index: 5, Data: Command{Type: CmdForget, TxIDs: []string{"tx1"}}.Encode()}})
+	if r, _ := s.Get("tx1"); r != nil {
+		t.Fatal("done record not forgotten")
+	}
+	if r, _ := s.Get("tx10"); r == nil {
+		t.Fatal("forgetting tx1 touched tx10")
+	}
+}
+
+func TestUnknownCommandPanics(t *testing.T) {
+	s := open(t)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("unknown command type must panic (replicas would diverge)")
+		}
+	}()
+	s.ApplyBatch([]Entry{{Index: 1, Data: []byte(`{"t":99}`)}})
+}
+
+func TestSnapshotRestoreAndEqual(t *testing.T) {
+	a := open(t)
+	a.ApplyBatch([]Entry{decide(1, "tx1", OutcomeCommit), decide(2, "tx2", OutcomeAbort)})
+	var buf bytes.Buffer
+	if _, err := a.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	b := open(t)
+	if err := b.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	eq, err := Equal(a, b)
+	if err != nil || !eq {
+		t.Fatalf("restored store differs: %v", err)
+	}
+	if b.AppliedIndex() != 2 {
+		t.Fatalf("applied index not restored: %d", b.AppliedIndex())
+	}
+	b.ApplyBatch([]Entry{decide(3, "tx3", OutcomeCommit)})
+	if eq, _ := Equal(a, b); eq {
+		t.Fatal("Equal missed a difference")
+	}
+}
+
+func TestCorruptFileRefusesToOpen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.db")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("garbage!"), 1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("want ErrCorrupt, got %v", err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString("not a snapshot")
+	s := open(t)
+	if err := s.Restore(&buf); err == nil {
+		t.Fatal("restore accepted garbage")
+	}
+}
+
+func BenchmarkApplyBatch(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "d.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const batch = 64
+	idx := uint64(0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		entries := make([]Entry, batch)
+		for j := range entries {
+			idx++
+			entries[j] = decide(idx, string(rune('a'+j%26))+string(rune(i)), OutcomeCommit)
+		}
+		s.ApplyBatch(entries)
+	}
+}
