@@ -72,4 +72,3 @@ type Result struct {
 	Rows         [][]any
 	RowsAffected int64
 }
-

@@ -22,7 +22,7 @@ import (
 type Kind string
 
 const (
-	KindPostgres Kind = "postgres"
+	KindPostgres  Kind = "postgres"
 	KindSurrealDB Kind = "surrealdb"
 )
 
