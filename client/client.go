@@ -246,6 +246,10 @@ func (c *Client) Begin(ctx context.Context, opts TxOptions) (*Tx, error) {
 	return &Tx{c: c, id: resp.Txid}, nil
 }
 
+// Resume returns a handle on a transaction begun elsewhere (another process
+// of the same service, say), by its id.
+func (c *Client) Resume(txid string) *Tx { return &Tx{c: c, id: txid} }
+
 // Exec runs SQL with positional args ($1, $2...) on a PostgreSQL participant.
 func (t *Tx) Exec(ctx context.Context, participant, sql string, args ...any) (*Result, error) {
 	return t.Do(ctx, participant, SQL(sql, args...))
