@@ -1,0 +1,237 @@
+// Package node assembles one txcoord server process: configuration (file,
+// environment, flags), the participants, Raft, the coordinator and the gRPC
+// server. cmd/txcoord only parses arguments and calls Run.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/txcoord/txcoord/coordinator"
+	"gopkg.in/yaml.v3"
+)
+
+// ParticipantConfig names one database. Credentials never appear in logs:
+// give them inline only for development; prefer password_env or password_file.
+type ParticipantConfig struct {
+	Name string `yaml:"name"`
+	Kind string `yaml:"kind"` // postgres | surrealdb
+	// PostgreSQL: a pgx DSN (URL or key=value). A password in it is allowed
+	// but password_env/password_file override it.
+	DSN string `yaml:"dsn"`
+	// SurrealDB: ws:// or wss:// URL of the RPC endpoint, namespace, database, user.
+	URL       string `yaml:"url"`
+	Namespace string `yaml:"namespace"`
+	Database  string `yaml:"database"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+	// PasswordFile names a file whose first line is the password.
+	PasswordFile string `yaml:"password_file"`
+	// MaxConns bounds the participant's connection pool (0 = adapter default).
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Duration is a time.Duration read from YAML as "30s", "5m"...
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m): %w", n.Line, n.Value, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is a node's whole configuration. See docs/configuration.md and
+// examples/txcoord.yaml.
+type Config struct {
+	NodeID    string `yaml:"node_id"`
+	ClusterID string `yaml:"cluster_id"`
+	// Listen is the gRPC address. Loopback by default: exposing it is a choice.
+	Listen  string `yaml:"listen"`
+	DataDir string `yaml:"data_dir"`
+	Raft    struct {
+		Bind      string `yaml:"bind"`
+		Advertise string `yaml:"advertise"`
+		Bootstrap bool   `yaml:"bootstrap"`
+	} `yaml:"raft"`
+	Participants []ParticipantConfig `yaml:"participants"`
+	Coordinator  struct {
+		DefaultTimeout   Duration `yaml:"default_timeout"`
+		MaxTimeout       Duration `yaml:"max_timeout"`
+		MaxActive        int      `yaml:"max_active"`
+		MaxStatements    int      `yaml:"max_statements"`
+		RecoveryInterval Duration `yaml:"recovery_interval"`
+		Retention        Duration `yaml:"retention"`
+		PrepareTimeout   Duration `yaml:"prepare_timeout"`
+	} `yaml:"coordinator"`
+	LogLevel string `yaml:"log_level"`
+
+	// Failpoints (tests only): name → action ("kill"). Set by --failpoint.
+	Failpoints map[string]string `yaml:"-"`
+}
+
+// DefaultConfig is a single-node development setup on loopback.
+func DefaultConfig() Config {
+	var c Config
+	c.NodeID = "n1"
+	c.ClusterID = "dev"
+	c.Listen = "127.0.0.1:7400"
+	c.DataDir = ".data/txcoord/n1"
+	c.Raft.Bind = "127.0.0.1:7500"
+	c.Raft.Bootstrap = true
+	c.LogLevel = "info"
+	return c
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors, so a
+// typo does not silently fall back to a default.
+func Load(path string) (Config, error) {
+	c := DefaultConfig()
+	if path == "" {
+		return c, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ApplyEnv overrides fields from TXCOORD_* environment variables.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	set := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.NodeID, "TXCOORD_NODE_ID")
+	set(&c.ClusterID, "TXCOORD_CLUSTER_ID")
+	set(&c.Listen, "TXCOORD_LISTEN")
+	set(&c.DataDir, "TXCOORD_DATA_DIR")
+	set(&c.Raft.Bind, "TXCOORD_RAFT_BIND")
+	set(&c.LogLevel, "TXCOORD_LOG_LEVEL")
+}
+
+// Validate checks the configuration and names the field at fault.
+func (c Config) Validate() error {
+	var errs []error
+	if !coordinator.ValidName(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node_id %q: use 1-32 of [a-z0-9_-]", c.NodeID))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: want host:port (e.g. 127.0.0.1:7400): %v", c.Listen, err))
+	}
+	if _, _, err := net.SplitHostPort(c.Raft.Bind); err != nil {
+		errs = append(errs, fmt.Errorf("raft.bind %q: want host:port (e.g. 127.0.0.1:7500): %v", c.Raft.Bind, err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is empty: give a directory for the decision store"))
+	}
+	if len(c.Participants) == 0 {
+		errs = append(errs, errors.New("participants: none configured; add at least one (kind postgres or surrealdb)"))
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Participants {
+		field := fmt.Sprintf("participants[%d]", i)
+		if !coordinator.ValidName(p.Name) {
+			errs = append(errs, fmt.Errorf("%s.name %q: use 1-32 of [a-z0-9_-]", field, p.Name))
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q is used twice", field, p.Name))
+		}
+		seen[p.Name] = true
+		switch p.Kind {
+		case "postgres":
+			if p.DSN == "" {
+				errs = append(errs, fmt.Errorf("%s.dsn is empty: give a PostgreSQL DSN (postgres://user@host:port/db)", field))
+			}
+		case "surrealdb":
+			if !strings.HasPrefix(p.URL, "ws://") && !strings.HasPrefix(p.URL, "wss://") {
+				errs = append(errs, fmt.Errorf("%s.url %q: want ws://host:port/rpc or wss://...", field, p.URL))
+			}
+			if p.Namespace == "" || p.Database == "" {
+				errs = append(errs, fmt.Errorf("%s: namespace and database are required for surrealdb", field))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s.kind %q: use postgres or surrealdb", field, p.Kind))
+		}
+		if p.PasswordEnv != "" && p.PasswordFile != "" {
+			errs = append(errs, fmt.Errorf("%s: set password_env or password_file, not both", field))
+		}
+	}
+	for name, action := range c.Failpoints {
+		known := false
+		for _, fp := range coordinator.Failpoints {
+			known = known || fp == name
+		}
+		if !known {
+			errs = append(errs, fmt.Errorf("failpoint %q: known failpoints are %s", name, strings.Join(coordinator.Failpoints, ", ")))
+		}
+		if action != "kill" {
+			errs = append(errs, fmt.Errorf("failpoint %q action %q: the only action is kill", name, action))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// password resolves a participant's password from env or file.
+func (p ParticipantConfig) password(getenv func(string) string) (string, error) {
+	switch {
+	case p.PasswordEnv != "":
+		v := getenv(p.PasswordEnv)
+		if v == "" {
+			return "", fmt.Errorf("participant %q: password_env %s is not set", p.Name, p.PasswordEnv)
+		}
+		return v, nil
+	case p.PasswordFile != "":
+		b, err := os.ReadFile(p.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("participant %q: password_file: %w", p.Name, err)
+		}
+		return strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r"), nil
+	}
+	return p.Password, nil
+}
+
+// coordinatorConfig maps the file's coordinator section over the defaults.
+func (c Config) coordinatorConfig() coordinator.Config {
+	cc := coordinator.DefaultConfig()
+	cc.ClusterID = c.ClusterID
+	k := c.Coordinator
+	if k.DefaultTimeout > 0 {
+		cc.DefaultTimeout = time.Duration(k.DefaultTimeout)
+	}
+	if k.MaxTimeout > 0 {
+		cc.MaxTimeout = time.Duration(k.MaxTimeout)
+	}
+	if k.MaxActive > 0 {
+		cc.MaxActive = k.MaxActive
+	}
+	if k.MaxStatements > 0 {
+		cc.MaxStatements = k.MaxStatements
+	}
+	if k.RecoveryInterval > 0 {
+		cc.RecoveryInterval = time.Duration(k.RecoveryInterval)
+	}
+	if k.Retention > 0 {
+		cc.Retention = time.Duration(k.Retention)
+	}
+	if k.PrepareTimeout > 0 {
+		cc.PrepareTimeout = time.Duration(k.PrepareTimeout)
+	}
+	return cc
+}

@@ -1,0 +1,197 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/participants"
+	"github.com/txcoord/txcoord/participants/postgres"
+	"github.com/txcoord/txcoord/participants/surrealdb"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/server"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// OpenParticipants connects to every configured database. On error, the
+// ones already opened are closed.
+func OpenParticipants(ctx context.Context, cfgs []ParticipantConfig, getenv func(string) string, logger *slog.Logger) ([]participants.Participant, error) {
+	var out []participants.Participant
+	fail := func(err error) ([]participants.Participant, error) {
+		for _, p := range out {
+			p.Close()
+		}
+		return nil, err
+	}
+	for _, pc := range cfgs {
+		pw, err := pc.password(getenv)
+		if err != nil {
+			return fail(err)
+		}
+		plog := logger.With("participant", pc.Name)
+		switch pc.Kind {
+		case "postgres":
+			c := postgres.DefaultConfig()
+			dsn, err := withPassword(pc.DSN, pw)
+			if err != nil {
+				return fail(fmt.Errorf("participant %q: %w", pc.Name, err))
+			}
+			c.Name, c.DSN = pc.Name, dsn
+			if pc.MaxConns > 0 {
+				c.MaxConns = int32(pc.MaxConns)
+			}
+			p, err := postgres.Open(ctx, c, plog)
+			if err != nil {
+				return fail(fmt.Errorf("participant %q: %w", pc.Name, err))
+			}
+			out = append(out, p)
+		case "surrealdb":
+			c := surrealdb.DefaultConfig()
+			c.Name, c.URL, c.Namespace, c.Database, c.Username, c.Password = pc.Name, pc.URL, pc.Namespace, pc.Database, pc.Username, pw
+			if pc.MaxConns > 0 {
+				c.PoolSize = pc.MaxConns
+			}
+			p, err := surrealdb.Open(ctx, c, plog)
+			if err != nil {
+				return fail(fmt.Errorf("participant %q: %w", pc.Name, err))
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// withPassword puts a password from password_env/password_file into a DSN
+// (URL or key=value form), replacing any password already there.
+func withPassword(dsn, pw string) (string, error) {
+	if pw == "" {
+		return dsn, nil
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", fmt.Errorf("dsn is not a valid URL (%v)", redact(err))
+		}
+		user := ""
+		if u.User != nil {
+			user = u.User.Username()
+		}
+		u.User = url.UserPassword(user, pw)
+		return u.String(), nil
+	}
+	esc := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(pw)
+	return dsn + " password='" + esc + "'", nil
+}
+
+// redact drops anything after "://" from an error that may quote a DSN.
+func redact(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "://"); i >= 0 {
+		return s[:i] + "://…"
+	}
+	return s
+}
+
+// Run starts the node and serves until ctx ends, then shuts down cleanly.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w (is another txcoord running? set listen or TXCOORD_LISTEN)", cfg.Listen, err)
+	}
+	defer lis.Close()
+
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	parts, err := OpenParticipants(octx, cfg.Participants, os.Getenv, logger)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range parts {
+			p.Close()
+		}
+	}()
+
+	rn, err := coordinator.OpenRaft(coordinator.RaftConfig{
+		NodeID: cfg.NodeID, BindAddr: cfg.Raft.Bind, AdvertiseAddr: cfg.Raft.Advertise,
+		DataDir: cfg.DataDir, Bootstrap: cfg.Raft.Bootstrap,
+	}, logger)
+	if err != nil {
+		return err
+	}
+	defer rn.Close()
+
+	cc := cfg.coordinatorConfig()
+	cc.Knobs = failpointKnobs(cfg.Failpoints, logger)
+	coord, err := coordinator.New(cc, rn.Raft, rn.FSM, parts, logger)
+	if err != nil {
+		return err
+	}
+
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	pb.RegisterCoordinatorServer(gs, server.New(coord))
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+
+	if err := coord.Start(ctx); err != nil {
+		gs.Stop()
+		return err
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	logger.Info("txcoord serving", "node", cfg.NodeID, "listen", lis.Addr().String(), "raft", cfg.Raft.Bind,
+		"participants", len(parts), "gid_prefix", coord.GIDPrefix())
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			coord.Stop()
+			return fmt.Errorf("grpc: %w", err)
+		}
+	}
+	logger.Info("shutting down")
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		gs.Stop()
+	}
+	coord.Stop()
+	return nil
+}
+
+// failpointKnobs turns --failpoint name=kill into coordinator knobs that
+// SIGKILL this process at the named point (crash tests).
+func failpointKnobs(fps map[string]string, logger *slog.Logger) coordinator.TestingKnobs {
+	if len(fps) == 0 {
+		return coordinator.TestingKnobs{}
+	}
+	return coordinator.TestingKnobs{
+		FailpointArmed: func(name string) bool { _, ok := fps[name]; return ok },
+		Failpoint: func(name string) {
+			if fps[name] == "kill" {
+				logger.Warn("failpoint: killing the process", "failpoint", name)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // never continue past a kill
+			}
+		},
+	}
+}
