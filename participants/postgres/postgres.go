@@ -1,0 +1,657 @@
+// Package postgres is the PostgreSQL participant: it implements
+// participants.Participant with pgx v5 (pgxpool) and PREPARE TRANSACTION.
+//
+// The package has few exported types: Config (with TestingKnobs) and
+// Participant, opened with Open. Branches are returned as
+// participants.Branch.
+//
+// # Branches
+//
+// A branch holds one pooled connection with an open transaction at the
+// requested isolation (BEGIN is sent together with the first statement, in
+// one round trip). Execute runs OpSQL operations only, one statement each,
+// in QueryExecModeExec: no named prepared statements are created, so
+// one-off statements do not fill a statement cache. Statements that cannot
+// be prepared are rejected before they are sent (CheckStatement). Any
+// Execute error marks the branch failed: PostgreSQL aborts the transaction
+// anyway. After Prepare, CommitOnePhase or Rollback the branch holds no
+// connection.
+//
+// Prepare first records the GID in the marker table inside the branch's
+// transaction (see Config.MarkerTable), or reads the branch's xid when
+// markers are disabled; if the transaction has no xid it wrote nothing, so
+// it is committed at once and votes READ_ONLY. Otherwise it runs PREPARE
+// TRANSACTION 'gid'. Server errors at PREPARE (deferred constraints,
+// serialization failures) are definite NO votes; a connection lost while
+// PREPARE was in flight is ErrAmbiguous.
+//
+// # Phase two
+//
+// CommitPrepared and RollbackPrepared run on any pooled connection and are
+// idempotent. COMMIT PREPARED answering 42704 (no such prepared
+// transaction) is success only if the adapter can tell the transaction
+// committed: by its marker row (which exists exactly when the branch's
+// transaction committed) or, without markers, by the xid this process
+// recorded and pg_xact_status. Otherwise the answer is ErrNotPrepared.
+// 55000 (the prepared transaction is busy in another session) and every
+// connection failure are ErrUnavailable: back off, recheck leadership,
+// retry.
+//
+// # Limits
+//
+// Every call is bounded: connection setup by ConnectTimeout, pool waits by
+// AcquireTimeout, statements by StatementTimeout (server side) plus a
+// client-side grace, lock waits by LockTimeout, phase calls by
+// PhaseTimeout, results by MaxResultRows, SQL text by MaxStatementBytes.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/txcoord/txcoord/participants"
+)
+
+// minServerVersion: pg_current_xact_id_if_assigned, pg_xact_status(xid8)
+// and pg_current_snapshot arrived in PostgreSQL 13.
+const minServerVersion = 130000
+
+// markerGCBatch bounds the rows one marker collection deletes, so one run
+// stays short and does not hold many row locks; a backlog drains over
+// several runs.
+const markerGCBatch = 10_000
+
+// clientGrace is added to StatementTimeout for the client-side bound of a
+// statement, so the server's statement_timeout (a clean, definite error)
+// normally fires first.
+const clientGrace = 2 * time.Second
+
+// Participant is one PostgreSQL database taking part in distributed
+// transactions. It is safe for concurrent use. Prepared branches live in
+// the database and survive Close and process restarts.
+type Participant struct {
+	cfg    Config
+	log    *slog.Logger
+	pool   *pgxpool.Pool
+	marker string // schema-qualified marker table, "" when disabled
+
+	// lifetime is canceled by Close: in-flight branch operations abort and
+	// the marker collector stops.
+	lifetime context.Context
+	stop     context.CancelFunc
+	gcDone   chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	branches map[*branch]struct{}
+
+	// xids remembers the xid of GIDs this process prepared or listed, for
+	// CommitPrepared without a marker table.
+	xids *xidMemo
+
+	markerInsertSQL string
+}
+
+var _ participants.Participant = (*Participant)(nil)
+
+// Open validates cfg, creates the pool, checks the server (version,
+// max_prepared_transactions > 0), creates the marker table if it is
+// missing and starts the marker collector. The DSN's password is never
+// logged. A nil logger discards logs.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Participant, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With(slog.String("participant", cfg.Name))
+
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres participant %s: DSN: %w", cfg.Name, err)
+	}
+	pc.MaxConns = cfg.MaxConns
+	pc.MinConns = cfg.MinConns
+	cc := pc.ConnConfig
+	cc.ConnectTimeout = cfg.ConnectTimeout
+	// One-off statements: no named prepared statements, no cache to fill.
+	cc.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cc.StatementCacheCapacity = 0
+	cc.DescriptionCacheCapacity = 0
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	cc.RuntimeParams["statement_timeout"] = msString(cfg.StatementTimeout)
+	cc.RuntimeParams["lock_timeout"] = msString(cfg.LockTimeout)
+	cc.RuntimeParams["idle_in_transaction_session_timeout"] = msString(cfg.IdleInTransactionTimeout)
+	if cc.RuntimeParams["application_name"] == "" {
+		cc.RuntimeParams["application_name"] = "txcoord-" + cfg.Name
+	}
+	where := []any{
+		slog.String("host", cc.Host), slog.Int("port", int(cc.Port)),
+		slog.String("database", cc.Database), slog.String("user", cc.User),
+	}
+
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres participant %s: create pool: %w: %w", cfg.Name, participants.ErrUnavailable, err)
+	}
+	lifetime, stop := context.WithCancel(context.Background())
+	p := &Participant{
+		cfg:      cfg,
+		log:      logger,
+		pool:     pool,
+		lifetime: lifetime,
+		stop:     stop,
+		gcDone:   make(chan struct{}),
+		branches: map[*branch]struct{}{},
+		xids:     newXIDMemo(xidMemoSize),
+	}
+	mpt, err := p.checkServer(ctx)
+	if err == nil && cfg.MarkerTable != "" {
+		err = p.ensureMarkerTable(ctx)
+	}
+	if err != nil {
+		stop()
+		pool.Close()
+		return nil, err
+	}
+	if mpt < int(cfg.MaxConns) {
+		logger.Warn("max_prepared_transactions is below MaxConns: prepares beyond it vote NO",
+			slog.Int("max_prepared_transactions", mpt), slog.Int("max_conns", int(cfg.MaxConns)))
+	}
+	if p.marker != "" {
+		go p.collectMarkers()
+	} else {
+		close(p.gcDone)
+	}
+	logger.Info("postgres participant open", append(where,
+		slog.Int("max_prepared_transactions", mpt), slog.String("marker_table", p.marker))...)
+	return p, nil
+}
+
+func msString(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// checkServer verifies the server version and that prepared transactions
+// are enabled, and returns max_prepared_transactions.
+func (p *Participant) checkServer(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout+p.cfg.PhaseTimeout)
+	defer cancel()
+	var mpt, version int
+	var db, user string
+	err := p.pool.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int,
+		current_setting('server_version_num')::int, current_database(), current_user`).Scan(&mpt, &version, &db, &user)
+	if err != nil {
+		return 0, fmt.Errorf("postgres participant %s: connect and check server: %w: %w",
+			p.cfg.Name, participants.ErrUnavailable, err)
+	}
+	if version < minServerVersion {
+		return 0, fmt.Errorf("postgres participant %s: server version %d is too old: PostgreSQL 13 or later is required",
+			p.cfg.Name, version)
+	}
+	if mpt <= 0 {
+		return 0, preparedXactsDisabled(p.cfg.Name, db)
+	}
+	return mpt, nil
+}
+
+func preparedXactsDisabled(name, db string) error {
+	return fmt.Errorf("postgres participant %s (database %s): %w: two-phase commit needs prepared transactions; "+
+		"set max_prepared_transactions = 128 (at least the number of transactions that may be prepared at once) "+
+		"in postgresql.conf (or ALTER SYSTEM SET max_prepared_transactions = 128) and restart PostgreSQL",
+		name, db, ErrPreparedTransactionsDisabled)
+}
+
+// markerDDL creates the marker table. outcome 'c' rows are written by a
+// branch inside its own transaction (visible iff it committed); 'a' rows are
+// abort tombstones written by RollbackPrepared of an unknown GID.
+const markerDDL = `CREATE TABLE IF NOT EXISTS %[1]s (
+	gid        text PRIMARY KEY,
+	outcome    "char" NOT NULL CHECK (outcome IN ('c', 'a')),
+	xid        xid8,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS %[2]s ON %[1]s (created_at)`
+
+func (p *Participant) ensureMarkerTable(ctx context.Context) error {
+	parts, err := splitQualified(p.cfg.MarkerTable)
+	if err != nil {
+		panic("postgres: MarkerTable passed Validate but does not split: " + err.Error())
+	}
+	table := parts[0] + "." + parts[1]
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.PhaseTimeout)
+	defer cancel()
+	var exists bool
+	if err := p.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+		return fmt.Errorf("postgres participant %s: look up marker table %s: %w: %w",
+			p.cfg.Name, table, participants.ErrUnavailable, err)
+	}
+	if !exists {
+		ddl := fmt.Sprintf(markerDDL, table, parts[1]+"_created_at_idx")
+		// Simple protocol: two statements in one implicit transaction.
+		_, err := p.pool.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol)
+		switch {
+		case err == nil:
+			p.log.Info("created marker table", slog.String("table", table))
+		case hasCode(err, codeDuplicateTable), hasCode(err, codeUniqueViolation):
+			// Another process created it at the same moment.
+		default:
+			return fmt.Errorf("postgres participant %s: create marker table %s (create it yourself with:\n%s\n"+
+				"or set MarkerTable to \"\" to run without markers): %w",
+				p.cfg.Name, table, fmt.Sprintf(markerDDL, table, parts[1]+"_created_at_idx"), err)
+		}
+	}
+	p.marker = table
+	p.markerInsertSQL = `INSERT INTO ` + table + ` (gid, outcome, xid)
+		SELECT $1, 'c', x FROM (SELECT pg_current_xact_id_if_assigned() AS x) s
+		WHERE x IS NOT NULL RETURNING xid::text`
+	return nil
+}
+
+// Name is the configured participant name.
+func (p *Participant) Name() string { return p.cfg.Name }
+
+// Kind is participants.KindPostgres.
+func (p *Participant) Kind() participants.Kind { return participants.KindPostgres }
+
+// Begin validates gid and opts and takes a pooled connection for the
+// branch; BEGIN itself is sent with the first Execute. Waiting for a free
+// connection is bounded by AcquireTimeout; past it, or when the database
+// cannot be reached, the error wraps ErrUnavailable. The branch must be
+// ended by Prepare, CommitOnePhase or Rollback, or its connection stays
+// taken until Close.
+func (p *Participant) Begin(ctx context.Context, gid string, opts participants.BranchOptions) (participants.Branch, error) {
+	if err := ValidateGID(gid); err != nil {
+		return nil, fmt.Errorf("postgres %s: begin: %w", p.cfg.Name, err)
+	}
+	begin, ok := beginSQL(opts.Isolation)
+	if !ok {
+		return nil, fmt.Errorf("postgres %s: begin %s: isolation %d: %w", p.cfg.Name, gid, int(opts.Isolation), participants.ErrBadOperation)
+	}
+	if err := p.checkOpen(); err != nil {
+		return nil, fmt.Errorf("begin %s: %w", gid, err)
+	}
+	actx, cancel := p.opContext(ctx, p.cfg.AcquireTimeout, opts.Deadline)
+	conn, err := p.pool.Acquire(actx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: begin %s: acquire connection: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
+	}
+	b := &branch{p: p, gid: gid, opts: opts, begin: begin, conn: conn}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn.Release()
+		return nil, fmt.Errorf("begin %s: %w", gid, p.closedError())
+	}
+	p.branches[b] = struct{}{}
+	p.mu.Unlock()
+	return b, nil
+}
+
+func beginSQL(iso participants.Isolation) (string, bool) {
+	switch iso {
+	case participants.ReadCommitted:
+		return "BEGIN ISOLATION LEVEL READ COMMITTED", true
+	case participants.RepeatableRead:
+		return "BEGIN ISOLATION LEVEL REPEATABLE READ", true
+	case participants.Serializable:
+		return "BEGIN ISOLATION LEVEL SERIALIZABLE", true
+	}
+	return "", false
+}
+
+// CommitPrepared runs COMMIT PREPARED on any pooled connection.
+//
+// Contract: call it only after a durable commit decision, for a branch that
+// voted YES; retry it until it returns nil or ErrNotPrepared. It returns:
+//   - nil when the transaction is committed, by this call or an earlier one:
+//     COMMIT PREPARED succeeded, or it answered 42704 (no such prepared
+//     transaction) and the GID's commit marker is visible (or, without a
+//     marker table, this process knows the xid and pg_xact_status says
+//     committed). A retry after a lost answer or a coordinator failover is
+//     the normal case of 42704.
+//   - an error wrapping ErrNotPrepared when 42704 came and the adapter
+//     cannot tell that the GID committed: it was rolled back (abort
+//     tombstone or pg_xact_status 'aborted'), never prepared, committed more
+//     than MarkerRetention ago, or — without a marker table — committed by
+//     a process that did not record its xid. The decision says commit, so
+//     this is a protocol violation or an operator's intervention to report.
+//   - an error wrapping ErrUnavailable for 55000 (the prepared transaction is
+//     busy in another session, e.g. a concurrent COMMIT PREPARED or a
+//     PREPARE still finishing), for lost connections (including one lost
+//     while COMMIT PREPARED was in flight: the retry resolves it through
+//     42704) and for other transient server errors: back off, recheck
+//     leadership, retry.
+//   - other errors (permission denied, the GID belongs to another database)
+//     are configuration problems that retrying does not fix.
+func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
+	if err := ValidateGID(gid); err != nil {
+		return fmt.Errorf("postgres %s: commit prepared: %w", p.cfg.Name, err)
+	}
+	if err := p.checkOpen(); err != nil {
+		return fmt.Errorf("commit prepared %s: %w", gid, err)
+	}
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
+	defer cancel()
+	_, err := p.pool.Exec(ctx, "COMMIT PREPARED "+quoteLiteral(gid))
+	switch {
+	case err == nil:
+		p.log.Debug("committed prepared branch", slog.String("gid", gid))
+		return nil
+	case hasCode(err, codeUndefinedObject):
+		return p.commitWithoutPrepared(ctx, gid)
+	}
+	return p.phaseTwoError("commit prepared", gid, err)
+}
+
+// commitWithoutPrepared decides what a 42704 answer to COMMIT PREPARED means.
+func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) error {
+	if p.marker != "" {
+		var outcome string
+		err := p.pool.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+		switch {
+		case err == nil && outcome == "c":
+			p.log.Debug("prepared branch was already committed (marker)", slog.String("gid", gid))
+			return nil
+		case err == nil:
+			p.log.Error("commit of a rolled-back branch", slog.String("gid", gid))
+			return fmt.Errorf("postgres %s: commit prepared %s: the branch was rolled back (abort tombstone): %w",
+				p.cfg.Name, gid, participants.ErrNotPrepared)
+		case errors.Is(err, pgx.ErrNoRows):
+			p.log.Error("commit of a branch that is neither prepared nor known committed", slog.String("gid", gid))
+			return fmt.Errorf("postgres %s: commit prepared %s: no prepared transaction and no commit marker "+
+				"(rolled back, never prepared, or committed more than MarkerRetention=%v ago): %w",
+				p.cfg.Name, gid, p.cfg.MarkerRetention, participants.ErrNotPrepared)
+		}
+		return fmt.Errorf("postgres %s: commit prepared %s: 42704, then reading the commit marker: %w: %w",
+			p.cfg.Name, gid, participants.ErrUnavailable, err)
+	}
+	xid, ok := p.xids.get(gid)
+	if !ok {
+		p.log.Error("commit of a branch whose outcome this process cannot tell (no marker table)", slog.String("gid", gid))
+		return fmt.Errorf("postgres %s: commit prepared %s: no prepared transaction, and without a marker table "+
+			"this process cannot tell whether it committed: %w", p.cfg.Name, gid, participants.ErrNotPrepared)
+	}
+	var status *string
+	err := p.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatUint(xid, 10)).Scan(&status)
+	if err != nil {
+		return fmt.Errorf("postgres %s: commit prepared %s: 42704, then pg_xact_status(%d): %w: %w",
+			p.cfg.Name, gid, xid, participants.ErrUnavailable, err)
+	}
+	switch {
+	case status != nil && *status == "committed":
+		p.log.Debug("prepared branch was already committed (pg_xact_status)", slog.String("gid", gid), slog.Uint64("xid", xid))
+		return nil
+	case status != nil && *status == "in progress":
+		return fmt.Errorf("postgres %s: commit prepared %s: xid %d still in progress: %w",
+			p.cfg.Name, gid, xid, participants.ErrUnavailable)
+	}
+	s := "unknown (too old)"
+	if status != nil {
+		s = *status
+	}
+	p.log.Error("commit of a branch that is not committed", slog.String("gid", gid), slog.Uint64("xid", xid), slog.String("status", s))
+	return fmt.Errorf("postgres %s: commit prepared %s: no prepared transaction; xid %d is %s: %w",
+		p.cfg.Name, gid, xid, s, participants.ErrNotPrepared)
+}
+
+// RollbackPrepared runs ROLLBACK PREPARED on any pooled connection.
+// Idempotent: 42704 (no such prepared transaction) is success. With a
+// marker table it then writes an abort tombstone for the GID, so that a
+// PREPARE still in flight on a lost connection fails its marker insert and
+// votes NO instead of leaving a prepared branch behind (if that PREPARE is
+// holding its marker row, the tombstone waits up to LockTimeout and the call
+// returns ErrUnavailable; the retry finds the prepared transaction and rolls
+// it back). Rolling back a GID whose commit marker exists is refused with an
+// error: the branch committed. 55000 (busy) and connection failures wrap
+// ErrUnavailable.
+func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
+	if err := ValidateGID(gid); err != nil {
+		return fmt.Errorf("postgres %s: rollback prepared: %w", p.cfg.Name, err)
+	}
+	if err := p.checkOpen(); err != nil {
+		return fmt.Errorf("rollback prepared %s: %w", gid, err)
+	}
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
+	defer cancel()
+	_, err := p.pool.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
+	switch {
+	case err == nil:
+		p.log.Debug("rolled back prepared branch", slog.String("gid", gid))
+		return nil
+	case !hasCode(err, codeUndefinedObject):
+		return p.phaseTwoError("rollback prepared", gid, err)
+	case p.marker == "":
+		return nil
+	}
+	tag, err := p.pool.Exec(ctx, `INSERT INTO `+p.marker+` (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING`, gid)
+	if err != nil {
+		return p.phaseTwoError("rollback prepared (abort tombstone)", gid, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var outcome string
+	err = p.pool.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+	switch {
+	case err == nil && outcome == "c":
+		p.log.Error("rollback of a committed branch refused", slog.String("gid", gid))
+		return fmt.Errorf("postgres %s: rollback prepared %s: the branch is committed (commit marker present)", p.cfg.Name, gid)
+	case err == nil, errors.Is(err, pgx.ErrNoRows):
+		return nil // tombstone already there (or collected meanwhile)
+	}
+	return p.phaseTwoError("rollback prepared (read marker)", gid, err)
+}
+
+// phaseTwoError wraps an error of a phase-two call: 55000 (busy) and
+// connection or transient failures are ErrUnavailable.
+func (p *Participant) phaseTwoError(what, gid string, err error) error {
+	if hasCode(err, codeObjectInUse) || hasCode(err, codeLockNotAvailable) || reason(err) == participants.ErrUnavailable {
+		p.log.Debug(what+" will be retried", slog.String("gid", gid), slog.Any("err", err))
+		return fmt.Errorf("postgres %s: %s %s: %w: %w", p.cfg.Name, what, gid, participants.ErrUnavailable, err)
+	}
+	p.log.Error(what+" failed", slog.String("gid", gid), slog.Any("err", err))
+	return fmt.Errorf("postgres %s: %s %s: %w", p.cfg.Name, what, gid, err)
+}
+
+// InDoubt lists the prepared transactions of this participant's database,
+// owned by the connecting role, whose GID starts with prefix ('_' and '%'
+// in the prefix match themselves), oldest first, with their PREPARE time.
+// The list is bounded by the server's max_prepared_transactions.
+func (p *Participant) InDoubt(ctx context.Context, prefix string) ([]participants.InDoubtBranch, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return nil, fmt.Errorf("postgres %s: in doubt: %w", p.cfg.Name, err)
+	}
+	if err := p.checkOpen(); err != nil {
+		return nil, fmt.Errorf("in doubt: %w", err)
+	}
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
+	defer cancel()
+	rows, err := p.pool.Query(ctx, `SELECT gid, prepared, transaction::text, pg_snapshot_xmax(pg_current_snapshot())::text
+		FROM pg_prepared_xacts
+		WHERE database = current_database() AND owner = current_user AND gid LIKE $1 ESCAPE '\'
+		ORDER BY prepared, gid`, likePrefixPattern(prefix))
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: in doubt: %w: %w", p.cfg.Name, participants.ErrUnavailable, err)
+	}
+	var out []participants.InDoubtBranch
+	for rows.Next() {
+		var gid, xid32, xmax string
+		var at time.Time
+		if err := rows.Scan(&gid, &at, &xid32, &xmax); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("postgres %s: in doubt: scan: %w", p.cfg.Name, err)
+		}
+		out = append(out, participants.InDoubtBranch{GID: gid, PreparedAt: at})
+		if p.marker == "" {
+			if full, ok := fullXID(xid32, xmax); ok {
+				p.xids.put(gid, full)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres %s: in doubt: %w: %w", p.cfg.Name, participants.ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// fullXID widens a 32-bit xid to the 64-bit xid8 using the snapshot xmax as
+// reference (xmax is the oldest not yet completed xid plus in-progress ones
+// may lie above it): every live xid is within 2^31 of it, so the nearest
+// 64-bit value with the same low 32 bits is the right one.
+func fullXID(xid32, xmax string) (uint64, bool) {
+	x, err1 := strconv.ParseUint(xid32, 10, 32)
+	ref, err2 := strconv.ParseUint(xmax, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const half = 1 << 31
+	full := ref&^0xffffffff | x
+	switch {
+	case full > ref && full-ref > half:
+		if full < 1<<32 {
+			return 0, false
+		}
+		full -= 1 << 32
+	case full < ref && ref-full > half:
+		full += 1 << 32
+	}
+	return full, true
+}
+
+// Close rolls back and releases every open, unprepared branch (in-flight
+// operations on them are canceled), stops the marker collector and closes
+// the pool. Prepared branches survive in the database. Close is idempotent;
+// later calls on the participant fail with ErrUnavailable.
+func (p *Participant) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	open := make([]*branch, 0, len(p.branches))
+	for b := range p.branches {
+		open = append(open, b)
+	}
+	p.mu.Unlock()
+
+	p.stop()
+	for _, b := range open {
+		b.abandon()
+	}
+	<-p.gcDone
+	p.pool.Close()
+	p.log.Info("postgres participant closed", slog.Int("abandoned_branches", len(open)))
+	return nil
+}
+
+func (p *Participant) checkOpen() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return p.closedError()
+	}
+	return nil
+}
+
+func (p *Participant) closedError() error {
+	return fmt.Errorf("postgres %s: participant is closed: %w", p.cfg.Name, participants.ErrUnavailable)
+}
+
+func (p *Participant) forget(b *branch) {
+	p.mu.Lock()
+	delete(p.branches, b)
+	p.mu.Unlock()
+}
+
+// opContext bounds ctx by timeout, by deadline when set, and by the
+// participant's lifetime.
+func (p *Participant) opContext(ctx context.Context, timeout time.Duration, deadline time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	if !deadline.IsZero() {
+		var cancel2 context.CancelFunc
+		ctx, cancel2 = context.WithDeadline(ctx, deadline)
+		prev := cancel
+		cancel = func() { cancel2(); prev() }
+	}
+	stop := context.AfterFunc(p.lifetime, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// collectMarkers deletes markers and tombstones older than MarkerRetention,
+// at most markerGCBatch per MarkerGCInterval, until Close.
+func (p *Participant) collectMarkers() {
+	defer close(p.gcDone)
+	t := time.NewTicker(p.cfg.MarkerGCInterval)
+	defer t.Stop()
+	del := `DELETE FROM ` + p.marker + ` WHERE gid IN (SELECT gid FROM ` + p.marker +
+		` WHERE created_at < now() - make_interval(secs => $1) LIMIT ` + strconv.Itoa(markerGCBatch) + `)`
+	for {
+		select {
+		case <-p.lifetime.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := p.opContext(p.lifetime, p.cfg.PhaseTimeout, time.Time{})
+		tag, err := p.pool.Exec(ctx, del, p.cfg.MarkerRetention.Seconds())
+		cancel()
+		switch {
+		case err != nil && p.lifetime.Err() == nil:
+			p.log.Warn("marker collection failed", slog.Any("err", err))
+		case err == nil && tag.RowsAffected() > 0:
+			p.log.Debug("collected markers", slog.Int64("rows", tag.RowsAffected()))
+		}
+	}
+}
+
+// xidMemoSize bounds the xids remembered without a marker table (about
+// 100 bytes each); the oldest are forgotten first.
+const xidMemoSize = 1 << 16
+
+// xidMemo is a bounded FIFO map from GID to xid8.
+type xidMemo struct {
+	mu    sync.Mutex
+	m     map[string]uint64
+	ring  []string
+	next  int
+	limit int
+}
+
+func newXIDMemo(limit int) *xidMemo {
+	return &xidMemo{m: map[string]uint64{}, limit: limit}
+}
+
+func (x *xidMemo) put(gid string, xid uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.m[gid]; ok {
+		x.m[gid] = xid
+		return
+	}
+	if len(x.ring) < x.limit {
+		x.ring = append(x.ring, gid)
+	} else {
+		delete(x.m, x.ring[x.next])
+		x.ring[x.next] = gid
+		x.next = (x.next + 1) % x.limit
+	}
+	x.m[gid] = xid
+}
+
+func (x *xidMemo) get(gid string) (uint64, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	v, ok := x.m[gid]
+	return v, ok
+}
