@@ -31,6 +31,8 @@ var (
 	ErrBadOperation = errors.New("bad operation")
 	// ErrBranchFailed: an earlier operation failed; only Rollback is allowed.
 	ErrBranchFailed = errors.New("branch failed earlier; only rollback is allowed")
+	// ErrTimeout: the branch's deadline passed.
+	ErrTimeout = errors.New("branch deadline exceeded")
 	// ErrBranchDone: the branch is already prepared, committed or rolled back.
 	ErrBranchDone = errors.New("branch already finished")
 )

@@ -119,8 +119,9 @@ type Branch interface {
 	Execute(ctx context.Context, op Operation) (Result, error)
 	// Prepare asks for a vote. VoteNo comes with a non-nil error that wraps
 	// ErrVoteNo (and, where known, ErrConflict or ErrConstraint). An error
-	// with VoteYes is impossible. An error wrapping ErrAmbiguous means the
-	// branch may or may not be prepared: treat it as NO and roll back by GID.
+	// with VoteYes is impossible. VoteNo with an error wrapping ErrAmbiguous
+	// (and not ErrVoteNo) means the branch may or may not be prepared: treat
+	// it as NO and roll back by GID. A second Prepare votes NO with ErrBranchDone.
 	Prepare(ctx context.Context) (Vote, error)
 	// CommitOnePhase commits the branch directly, without prepare: the
 	// one-participant optimisation; the database's commit is the decision.
