@@ -1,0 +1,117 @@
+package demo
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+)
+
+// NodeFile is the txcoord YAML configuration the demo (and txbench --start)
+// writes for its child coordinator. It mirrors the subset of node.Config the
+// tools set; node.Load rejects unknown keys, so a field renamed there shows
+// up as a start-up error of the child, and in this package's tests.
+type NodeFile struct {
+	NodeID       string            `yaml:"node_id"`
+	ClusterID    string            `yaml:"cluster_id"`
+	Listen       string            `yaml:"listen"`
+	DataDir      string            `yaml:"data_dir"`
+	Raft         NodeRaft          `yaml:"raft"`
+	Participants []NodeParticipant `yaml:"participants"`
+	Coordinator  NodeCoordinator   `yaml:"coordinator,omitempty"`
+	LogLevel     string            `yaml:"log_level,omitempty"`
+}
+
+// NodeRaft is the raft section.
+type NodeRaft struct {
+	Bind      string `yaml:"bind"`
+	Bootstrap bool   `yaml:"bootstrap"`
+}
+
+// NodeParticipant is one participants entry. Passwords are never written to
+// the file: PasswordEnv names the variable the child reads.
+type NodeParticipant struct {
+	Name        string `yaml:"name"`
+	Kind        string `yaml:"kind"`
+	DSN         string `yaml:"dsn,omitempty"`
+	URL         string `yaml:"url,omitempty"`
+	Namespace   string `yaml:"namespace,omitempty"`
+	Database    string `yaml:"database,omitempty"`
+	Username    string `yaml:"username,omitempty"`
+	PasswordEnv string `yaml:"password_env,omitempty"`
+	MaxConns    int    `yaml:"max_conns,omitempty"`
+}
+
+// NodeCoordinator is the coordinator section; durations are Go duration
+// strings ("2s"), empty means the server default.
+type NodeCoordinator struct {
+	DefaultTimeout   string `yaml:"default_timeout,omitempty"`
+	RecoveryInterval string `yaml:"recovery_interval,omitempty"`
+}
+
+// Stores names the databases a generated configuration points at. The
+// values come from scripts/pg.sh env and scripts/surreal.sh env.
+type Stores struct {
+	PGDSNA string // TXCOORD_PG_DSN_A (database txcoord_a)
+	PGDSNB string // TXCOORD_PG_DSN_B (database txcoord_b); optional
+	// SurrealDB RPC endpoint, credentials, namespace and database.
+	SurrealURL  string
+	SurrealUser string
+	SurrealPass string
+	SurrealNS   string
+	SurrealDB   string
+}
+
+// SurrealPasswordEnv is the environment variable through which a generated
+// configuration passes the SurrealDB password to the child coordinator.
+const SurrealPasswordEnv = "TXCOORD_SURREAL_PASS"
+
+// PostgresParticipant is a postgres participants entry.
+func PostgresParticipant(name, dsn string) NodeParticipant {
+	return NodeParticipant{Name: name, Kind: "postgres", DSN: dsn}
+}
+
+// SurrealDBParticipant is a surrealdb participants entry whose password is read
+// from SurrealPasswordEnv.
+func SurrealDBParticipant(name string, s Stores) NodeParticipant {
+	return NodeParticipant{
+		Name: name, Kind: "surrealdb", URL: s.SurrealURL, Namespace: s.SurrealNS,
+		Database: s.SurrealDB, Username: s.SurrealUser, PasswordEnv: SurrealPasswordEnv,
+	}
+}
+
+// SingleNode is a one-node cluster bootstrapping itself.
+func SingleNode(clusterID, listen, raftBind, dataDir string, parts ...NodeParticipant) NodeFile {
+	return NodeFile{
+		NodeID: "n1", ClusterID: clusterID, Listen: listen, DataDir: dataDir,
+		Raft:         NodeRaft{Bind: raftBind, Bootstrap: true},
+		Participants: parts,
+		LogLevel:     "info",
+	}
+}
+
+// Marshal renders the file.
+func (f NodeFile) Marshal() ([]byte, error) {
+	body, err := yaml.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("render txcoord config: %w", err)
+	}
+	head := "# Written by txdemo/txbench at every run; edits are overwritten.\n"
+	return append([]byte(head), body...), nil
+}
+
+// Write renders the file to path (mode 0600; the directory is created).
+func (f NodeFile) Write(path string) error {
+	b, err := f.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write txcoord config: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("write txcoord config: %w", err)
+	}
+	return nil
+}
