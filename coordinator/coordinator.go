@@ -291,7 +291,7 @@ func (c *Coordinator) lookup(txid string) (*txn, error) {
 	t := c.active[txid]
 	c.mu.Unlock()
 	if t == nil {
-		return nil, fmt.Errorf("%w: %s is not active on this coordinator (finished, timed out, or never begun)", ErrNotFound, txid)
+		return nil, fmt.Errorf("%w: txid %s is not active on this coordinator (finished, timed out, or never begun); use GetTransaction for its outcome", ErrNotActive, txid)
 	}
 	return t, nil
 }

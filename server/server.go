@@ -282,7 +282,7 @@ func toStatus(err error, txid string) error {
 	case errors.Is(err, coordinator.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, coordinator.ErrNotActive):
-		code = codes.FailedPrecondition
+		code, reason = codes.FailedPrecondition, wire.ReasonNotActive
 	case errors.Is(err, coordinator.ErrLimit):
 		code = codes.ResourceExhausted
 	case errors.Is(err, coordinator.ErrUnavailable), errors.Is(err, participants.ErrUnavailable):
@@ -302,6 +302,8 @@ func toStatus(err error, txid string) error {
 		}
 		if fe != nil {
 			md["field"] = fe.Field
+		} else if reason == wire.ReasonNotActive {
+			md["field"] = "txid"
 		}
 		var ae *coordinator.AbortError
 		if errors.As(err, &ae) && ae.Participant != "" {

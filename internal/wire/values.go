@@ -145,4 +145,5 @@ const (
 	ReasonAborted        = "ABORTED"
 	ReasonInvalid        = "INVALID_ARGUMENT"
 	ReasonUnavailable    = "UNAVAILABLE"
+	ReasonNotActive      = "NOT_ACTIVE"
 )
