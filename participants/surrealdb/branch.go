@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/surrealdb/surrealdb.go/pkg/connection"
 	"github.com/surrealdb/surrealdb.go/pkg/models"
@@ -18,15 +19,15 @@ import (
 type branchState uint8
 
 const (
-	stActive        branchState = iota
-	stFailed                    // an operation failed: only Rollback
-	stPrepared                  // voted YES: phase two goes by GID
-	stPrepareNo                 // voted NO, definitely nothing prepared
-	stPrepareMaybe              // prepare sent, outcome unknown: Rollback goes by GID
-	stReadOnlyDone              // voted READ_ONLY
-	stCommitted                 // committed in one phase
-	stCommitMaybe               // one-phase commit sent, outcome unknown
-	stRolledBack                // rolled back
+	stActive       branchState = iota
+	stFailed                   // an operation failed: only Rollback
+	stPrepared                 // voted YES: phase two goes by GID
+	stPrepareNo                // voted NO, definitely nothing prepared
+	stPrepareMaybe             // prepare sent, outcome unknown: Rollback goes by GID
+	stReadOnlyDone             // voted READ_ONLY
+	stCommitted                // committed in one phase
+	stCommitMaybe              // one-phase commit sent, outcome unknown
+	stRolledBack               // rolled back
 )
 
 // record is one record a branch has touched.
@@ -85,6 +86,16 @@ func (b *branch) ctx(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithDeadline(ctx, b.opts.Deadline)
 }
 
+// expired reports a branch past its deadline. (The contract names an
+// ErrTimeout that participants/errors.go does not define; the error wraps
+// context.DeadlineExceeded instead.)
+func (b *branch) expired() error {
+	if !b.opts.Deadline.IsZero() && !b.p.cfg.now().Before(b.opts.Deadline) {
+		return fmt.Errorf("branch deadline %s passed: %w", b.opts.Deadline.Format(time.RFC3339Nano), context.DeadlineExceeded)
+	}
+	return nil
+}
+
 func (b *branch) usable() error {
 	switch b.state {
 	case stActive:
@@ -104,6 +115,10 @@ func (b *branch) wrap(op string, err error) error {
 // failing operation leaves the branch usable only for Rollback.
 func (b *branch) Execute(ctx context.Context, op participants.Operation) (participants.Result, error) {
 	if err := b.usable(); err != nil {
+		return participants.Result{}, b.wrap("execute", err)
+	}
+	if err := b.expired(); err != nil {
+		b.state = stFailed
 		return participants.Result{}, b.wrap("execute", err)
 	}
 	ctx, cancel := b.ctx(ctx)
@@ -323,20 +338,7 @@ func (b *branch) query(ctx context.Context, op participants.Operation) (particip
 		}
 		vars[k] = c
 	}
-	var writes []write
-	for _, r := range b.order {
-		if r.written && !(r.deleted && r.committed == nil) {
-			w := write{rid: r.rid, delete: r.deleted}
-			if !r.deleted {
-				w.after = make(map[string]any, len(r.after)+1)
-				for k, v := range r.after {
-					w.after[k] = v
-				}
-				w.after[b.p.cfg.VersionField] = b.version
-			}
-			writes = append(writes, w)
-		}
-	}
+	writes := stagedWrites(b.order, b.p.cfg.VersionField, b.version)
 	var q *queryReply
 	if len(writes) == 0 {
 		q, err = b.p.pool.query(ctx, sql, vars)
@@ -536,6 +538,10 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	if err := b.usable(); err != nil {
 		return participants.VoteNo, b.wrap("prepare", fmt.Errorf("%w: %w", participants.ErrVoteNo, err))
 	}
+	if err := b.expired(); err != nil {
+		b.state = stPrepareNo
+		return participants.VoteNo, b.wrap("prepare", fmt.Errorf("%w: %w", participants.ErrVoteNo, err))
+	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	vote, err := b.prepare(ctx)
@@ -598,7 +604,7 @@ func (b *branch) prepareOnce(ctx context.Context, pl *plan, s *script) (vote par
 		fails = fails[1:]
 		if !dry.err.hasMarker(markerDryRunPassed) {
 			b.state = stPrepareNo
-			return participants.VoteNo, dry.err.isRetryableConflict(), b.dryRunFailure(pl, dry)
+			return participants.VoteNo, dry.err.isRetryableConflict(), b.dryRunFailure(dry)
 		}
 	}
 	if len(fails) == 0 {
@@ -618,7 +624,7 @@ func (b *branch) prepareOnce(ctx context.Context, pl *plan, s *script) (vote par
 // dryRunFailure classifies the dry-run's first real error: a write that
 // could not be applied (ASSERT, UNIQUE, SCHEMAFULL, type) is a constraint
 // violation; conflicts and guard refusals are conflicts.
-func (b *branch) dryRunFailure(pl *plan, f failure) error {
+func (b *branch) dryRunFailure(f failure) error {
 	switch {
 	case f.err.isRetryableConflict(), f.err.hasMarker(markerGuardLocked):
 		return fmt.Errorf("%w: dry-run: %w", participants.ErrConflict, f.err)
@@ -675,10 +681,17 @@ func (b *branch) CommitOnePhase(ctx context.Context) error {
 	if err := b.usable(); err != nil {
 		return b.wrap("commit one phase", err)
 	}
+	if err := b.expired(); err != nil {
+		b.state = stFailed
+		return b.wrap("commit one phase", err)
+	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	err := b.commitOnePhase(ctx)
 	if err != nil {
+		if b.state == stActive {
+			b.state = stFailed // the transaction definitely did not commit
+		}
 		return b.wrap("commit one phase", err)
 	}
 	b.state = stCommitted

@@ -172,17 +172,17 @@ func (c Config) Validate() error {
 		bad("MaxMessageBytes", "%d must be at least 64 KiB", c.MaxMessageBytes)
 	}
 	own := map[string]string{}
-	for field, name := range map[string]string{
-		"LockTable": c.LockTable, "IntentTable": c.IntentTable, "MarkerTable": c.MarkerTable,
+	for _, f := range []struct{ field, name string }{
+		{"LockTable", c.LockTable}, {"IntentTable", c.IntentTable}, {"MarkerTable", c.MarkerTable},
 	} {
-		if !isIdent(name) {
-			bad(field, "%q must be an identifier ([A-Za-z_][A-Za-z0-9_]*)", name)
+		if !isIdent(f.name) {
+			bad(f.field, "%q must be an identifier ([A-Za-z_][A-Za-z0-9_]*)", f.name)
 			continue
 		}
-		if other, dup := own[name]; dup {
-			bad(field, "%q is also %s", name, other)
+		if other, dup := own[f.name]; dup {
+			bad(f.field, "%q is also %s", f.name, other)
 		}
-		own[name] = field
+		own[f.name] = f.field
 	}
 	if !isIdent(c.VersionField) || c.VersionField == "id" {
 		bad("VersionField", "%q must be an identifier other than id", c.VersionField)

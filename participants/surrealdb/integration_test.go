@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -931,5 +932,82 @@ func TestIntegrationOpenUnreachable(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), cfg.Password) {
 		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+func TestIntegrationCloseLeavesNoGoroutines(t *testing.T) {
+	cfg := integrationConfig(t)
+	base := runtime.NumGoroutine()
+	p, err := Open(testCtx(t), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ { // use several pooled connections
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := mustBegin(t, p, unique("it:gl")+":1", participants.BranchOptions{})
+			mustExec(t, b, upsert(participants.RecordID{Table: "gl", ID: int64(i)}, map[string]any{"i": int64(i)}))
+			if err := b.CommitOnePhase(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGoroutines(t, base)
+}
+
+// BenchmarkPrepareCommit measures prepare+commit pairs of a one-record
+// branch (load, prepare, commit: three requests) at 1 and 16 clients.
+func BenchmarkPrepareCommit(b *testing.B) {
+	cfg := integrationConfig(b)
+	cfg.PoolSize = 16
+	p := openTest(b, cfg)
+	table := unique("bench")
+	for _, clients := range []int{1, 16} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			ctx := context.Background()
+			run := unique("r") // b.N grows across calls: GIDs must not repeat
+			var next atomic.Int64
+			start := time.Now()
+			var wg sync.WaitGroup
+			for c := 0; c < clients; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						gid := fmt.Sprintf("bench:%s:%d:%d", run, clients, i)
+						br, err := p.Begin(ctx, gid, participants.BranchOptions{})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := br.Execute(ctx, upsert(participants.RecordID{Table: table, ID: i}, map[string]any{"n": i})); err != nil {
+							b.Error(err)
+							return
+						}
+						if v, err := br.Prepare(ctx); v != participants.VoteYes {
+							b.Errorf("prepare: %v %v", v, err)
+							return
+						}
+						if err := p.CommitPrepared(ctx, gid); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pairs/s")
+		})
 	}
 }

@@ -109,8 +109,8 @@ func (p *Participant) runDDL(ctx context.Context, s *script) error {
 		if err != nil {
 			return false, err
 		}
-		for _, e := range q.errors() {
-			return e.isRetryableConflict(), e
+		if errs := q.errors(); len(errs) > 0 {
+			return errs[0].isRetryableConflict(), errs[0]
 		}
 		return false, nil
 	})
@@ -253,7 +253,7 @@ func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
 	err := p.retry(ctx, "commit", gid, func() (bool, error) {
 		q, err := p.pool.query(ctx, s.text(), s.vars)
 		if err != nil {
-			return false, err
+			return false, phaseTwoError(err)
 		}
 		for _, e := range q.errors() {
 			switch {
@@ -265,7 +265,7 @@ func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
 			case e.hasMarker(markerNotPrepared):
 				return false, participants.ErrNotPrepared
 			case e.isRetryableConflict():
-				return true, e
+				return true, fmt.Errorf("%w: %w", participants.ErrUnavailable, e)
 			}
 			// After a YES vote this must not happen (a schema change while the
 			// intent existed, or a bug): keep it retryable, and loud.
@@ -293,7 +293,7 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	err := p.retry(ctx, "rollback", gid, func() (bool, error) {
 		q, err := p.pool.query(ctx, s.text(), s.vars)
 		if err != nil {
-			return false, err
+			return false, phaseTwoError(err)
 		}
 		for _, e := range q.errors() {
 			switch {
@@ -302,7 +302,7 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 			case e.hasMarker(markerCommitted):
 				return false, fmt.Errorf("%w: rollback of a committed branch", ErrProtocolViolation)
 			case e.isRetryableConflict():
-				return true, e
+				return true, fmt.Errorf("%w: %w", participants.ErrUnavailable, e)
 			}
 			p.logger.Error("rollback of a prepared branch failed", "gid", gid, "error", e)
 			return false, fmt.Errorf("%w: %w", participants.ErrUnavailable, e)
@@ -316,37 +316,38 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 }
 
 // retry runs attempt until it succeeds, fails for good, or asks for a retry
-// more than Config.PhaseTwoRetries times; then the error wraps
-// participants.ErrUnavailable. Backoff doubles from RetryBackoff to
+// more than Config.PhaseTwoRetries times (the error then is the last one,
+// which carries its class). Backoff doubles from RetryBackoff to
 // MaxRetryBackoff, with jitter so that concurrent retriers spread out.
-// Transport and RPC failures are returned at once (wrapping
-// ErrUnavailable): the caller decides whether to retry them.
 func (p *Participant) retry(ctx context.Context, what, gid string, attempt func() (retryable bool, err error)) error {
 	backoff := p.cfg.RetryBackoff
 	for n := 0; ; n++ {
 		retryable, err := attempt()
-		if err == nil {
-			return nil
-		}
-		if !retryable {
-			var re *rpcError
-			if errors.As(err, &re) {
-				return fmt.Errorf("%w: %w", participants.ErrUnavailable, err)
-			}
+		if err == nil || !retryable {
 			return err
 		}
 		if n >= p.cfg.PhaseTwoRetries {
-			return fmt.Errorf("%w: still conflicting after %d retries: %w", participants.ErrUnavailable, n, err)
+			return fmt.Errorf("still conflicting after %d retries: %w", n, err)
 		}
 		p.logger.Debug("retrying after write conflict", "op", what, "gid", gid, "attempt", n+1)
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w (after %v)", participants.ErrUnavailable, ctx.Err(), err)
+			return fmt.Errorf("gave up retrying (%w): %w", ctx.Err(), err)
 		}
 		backoff = min(2*backoff, p.cfg.MaxRetryBackoff)
 	}
+}
+
+// phaseTwoError makes a failure to get an answer retryable: phase two is
+// idempotent and must be retried until acknowledged.
+func phaseTwoError(err error) error {
+	var re *rpcError
+	if errors.As(err, &re) {
+		return fmt.Errorf("%w: %w", participants.ErrUnavailable, err)
+	}
+	return err // transport errors are ErrUnavailable already
 }
 
 // InDoubt implements participants.Participant: the intents whose GID starts

@@ -111,21 +111,15 @@ func makePlan(gid, version, versionField string, recs []*record, schemas map[str
 			p.dryRun = p.dryRun || s.constrained
 			p.guarded = p.guarded || s.guarded
 		}
-		if r.deleted {
-			if r.committed != nil {
-				p.writes = append(p.writes, write{rid: r.rid, delete: true})
-			}
+		w, ok := stagedWrite(r, versionField, version)
+		if !ok {
 			continue
 		}
-		after := make(map[string]any, len(r.after)+1)
-		for k, v := range r.after {
-			after[k] = v
-		}
-		after[versionField] = version
-		p.writes = append(p.writes, write{rid: r.rid, after: after})
-		if s == nil {
+		p.writes = append(p.writes, w)
+		if w.delete || s == nil {
 			continue
 		}
+		after := w.after
 		for _, u := range s.unique {
 			if !u.lockable {
 				continue
@@ -150,6 +144,35 @@ func makePlan(gid, version, versionField string, recs []*record, schemas map[str
 	}
 	sort.Strings(p.missingTables)
 	return p
+}
+
+// stagedWrite is the write a record's staged state asks for, with the new
+// version set; ok is false for none (not written, or a delete of a record
+// that was already absent: a no-op, which would fail on a missing table).
+func stagedWrite(r *record, versionField, version string) (w write, ok bool) {
+	switch {
+	case !r.written:
+		return write{}, false
+	case r.deleted:
+		return write{rid: r.rid, delete: true}, r.committed != nil
+	}
+	after := make(map[string]any, len(r.after)+1)
+	for k, v := range r.after {
+		after[k] = v
+	}
+	after[versionField] = version
+	return write{rid: r.rid, after: after}, true
+}
+
+// stagedWrites lists the writes of recs in order.
+func stagedWrites(recs []*record, versionField, version string) []write {
+	var out []write
+	for _, r := range recs {
+		if w, ok := stagedWrite(r, versionField, version); ok {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // tables names the adapter's tables for the scripts.

@@ -10,15 +10,15 @@ import (
 type stmtRole uint8
 
 const (
-	roleOther   stmtRole = iota
-	roleBegin            // BEGIN of a text transaction
-	roleCommit           // COMMIT: a failed transaction sends no result for it
-	roleCheck            // status / version check (THROWs a marker)
-	roleLock             // CREATE of a lock
-	roleApply            // UPSERT/DELETE of a user record
-	roleIntent           // CREATE of the intent
-	roleDryRunEnd        // the dry-run's final THROW
-	roleDDL              // DEFINE outside any transaction; its failure alone is harmless
+	roleOther     stmtRole = iota
+	roleBegin              // BEGIN of a text transaction
+	roleCommit             // COMMIT: a failed transaction sends no result for it
+	roleCheck              // status / version check (THROWs a marker)
+	roleLock               // CREATE of a lock
+	roleApply              // UPSERT/DELETE of a user record
+	roleIntent             // CREATE of the intent
+	roleDryRunEnd          // the dry-run's final THROW
+	roleDDL                // DEFINE outside any transaction; its failure alone is harmless
 )
 
 // script builds one `query` RPC: SurrealQL text with parameters. Values

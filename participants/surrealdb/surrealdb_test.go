@@ -14,8 +14,8 @@ import (
 type harness struct {
 	cfg     Config
 	reader  *Participant // for Committed: one shared participant, not one per call
-	kv      string // key/value table: kv:<key> = { v: <value> }
-	checked string // constrained table: n must be a non-negative int
+	kv      string       // key/value table: kv:<key> = { v: <value> }
+	checked string       // constrained table: n must be a non-negative int
 }
 
 func (h *harness) Open(t testing.TB) participants.Participant {
