@@ -46,7 +46,9 @@ type Config struct {
 	// UNIQUE value it writes) is locked by a prepared branch, and gives each
 	// write that does not set the version field a fresh version, so that
 	// writers that bypass the coordinator neither lose a prepared branch's
-	// update nor go unnoticed by a branch that read the record.
+	// update nor go unnoticed by a branch that read the record. Those
+	// writers must use text transactions (BEGIN; ...; COMMIT;): a single
+	// statement outside one does not detect write conflicts in 3.0.2.
 	GuardTables []string
 
 	// SchemaCacheTTL is how long a table's introspected schema (constraints,

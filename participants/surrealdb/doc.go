@@ -39,7 +39,12 @@
 //
 //   - Writers that bypass the coordinator must not write records while a
 //     branch holds their lock, or set the version field themselves; opt
-//     tables in to Config.GuardTables to have an event enforce both.
+//     tables in to Config.GuardTables to have an event enforce both. They
+//     must write inside text transactions (BEGIN; ...; COMMIT;): in 3.0.2 a
+//     single statement outside one does not detect write conflicts (200
+//     concurrent `UPDATE t:1 SET n = n + 1` all answer OK and n ends near
+//     185), so neither its own updates nor the guard's race with a prepare
+//     are safe. Every write of this adapter runs in a text transaction.
 //   - Schema changes (fields, indexes, events) must not run while intents
 //     exist on the table: the dry-run validated the after-images against
 //     the schema at prepare time. Removing a table with intents makes their
