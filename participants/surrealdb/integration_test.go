@@ -64,6 +64,29 @@ func openTest(t testing.TB, cfg Config) *Participant {
 	return p
 }
 
+// tempTable returns a table name unique to this test and removes the
+// table when the test ends, so runs do not pile tables up in the shared
+// development database.
+func tempTable(t testing.TB, prefix string) string {
+	t.Helper()
+	name := unique(prefix)
+	cfg := integrationConfig(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p, err := Open(ctx, cfg, testLogger(t))
+		if err != nil {
+			t.Logf("cleanup of table %s: %v", name, err)
+			return
+		}
+		defer p.Close()
+		if _, err := p.pool.query(ctx, "REMOVE TABLE IF EXISTS "+quoteIdent(name), nil); err != nil {
+			t.Logf("cleanup of table %s: %v", name, err)
+		}
+	})
+	return name
+}
+
 // unique returns a name unique to this test run.
 func unique(prefix string) string {
 	var b [5]byte
@@ -141,7 +164,7 @@ func TestIntegrationPrepareCommit(t *testing.T) {
 	cfg := integrationConfig(t)
 	p := openTest(t, cfg)
 	ctx := testCtx(t)
-	table := unique("acct")
+	table := tempTable(t, "acct")
 	rid := participants.RecordID{Table: table, ID: int64(1)}
 	gid := unique("it:c1") + ":1:s"
 
@@ -223,7 +246,7 @@ func TestIntegrationNotPrepared(t *testing.T) {
 func TestIntegrationLockConflict(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("lc")
+	table := tempTable(t, "lc")
 	rid := participants.RecordID{Table: table, ID: "k-1"} // would parse as k - 1 if it were text
 	gidA, gidB, gidC := unique("it:lc")+":a", unique("it:lc")+":b", unique("it:lc")+":c"
 
@@ -272,7 +295,7 @@ func TestIntegrationLockConflict(t *testing.T) {
 func TestIntegrationUniqueIndex(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("users")
+	table := tempTable(t, "users")
 	raw(t, p, fmt.Sprintf("DEFINE TABLE %s SCHEMALESS; DEFINE INDEX %s_email ON %s FIELDS email UNIQUE;", table, table, table), nil)
 	rid := func(id int64) participants.RecordID { return participants.RecordID{Table: table, ID: id} }
 	create := func(id int64, email string) participants.Operation {
@@ -332,7 +355,7 @@ func TestIntegrationUniqueIndex(t *testing.T) {
 func TestIntegrationConstraintsAtPrepare(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("strict")
+	table := tempTable(t, "strict")
 	raw(t, p, fmt.Sprintf("DEFINE TABLE %[1]s SCHEMAFULL; DEFINE FIELD n ON %[1]s TYPE int ASSERT $value >= 0;", table), nil)
 	rid := participants.RecordID{Table: table, ID: int64(1)}
 	for name, content := range map[string]map[string]any{
@@ -366,7 +389,7 @@ func TestIntegrationConstraintsAtPrepare(t *testing.T) {
 func TestIntegrationVersionCheck(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("vc")
+	table := tempTable(t, "vc")
 	r1 := participants.RecordID{Table: table, ID: "r1"}
 	r2 := participants.RecordID{Table: table, ID: "r2"}
 	seed := mustBegin(t, p, unique("it:vc")+":seed", participants.BranchOptions{})
@@ -446,7 +469,7 @@ func TestIntegrationVersionCheck(t *testing.T) {
 func TestIntegrationConcurrentPhaseTwo(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("p2")
+	table := tempTable(t, "p2")
 	const repeats = 8
 	for _, commit := range []bool{true, false} {
 		gid := unique("it:p2") + ":1"
@@ -494,7 +517,7 @@ func TestIntegrationIntentSurvivesReopen(t *testing.T) {
 	cfg := integrationConfig(t)
 	p1 := openTest(t, cfg)
 	ctx := testCtx(t)
-	table := unique("reopen")
+	table := tempTable(t, "reopen")
 	prefix := unique("it:ro") + ":"
 	var gids []string
 	for i := 0; i < 3; i++ {
@@ -542,7 +565,7 @@ func TestIntegrationInDoubtPaging(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
 	prefix := unique("it:pg") + ":"
-	table := unique("pg")
+	table := tempTable(t, "pg")
 	const n = inDoubtPage + 7
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -586,7 +609,7 @@ func TestIntegrationInDoubtPaging(t *testing.T) {
 func TestIntegrationReadYourWrites(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("ryw")
+	table := tempTable(t, "ryw")
 	rid := func(id any) participants.RecordID { return participants.RecordID{Table: table, ID: id} }
 	seed := mustBegin(t, p, unique("it:ryw")+":seed", participants.BranchOptions{})
 	mustExec(t, seed, upsert(rid(int64(1)), map[string]any{"n": int64(1), "tags": []any{"a"}, "addr": map[string]any{"city": "Oslo", "zip": "0150"}}))
@@ -655,7 +678,7 @@ func TestIntegrationReadYourWrites(t *testing.T) {
 func TestIntegrationSerializableLocksReads(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("ser")
+	table := tempTable(t, "ser")
 	r1 := participants.RecordID{Table: table, ID: "r1"}
 	r2 := participants.RecordID{Table: table, ID: "r2"}
 	for _, iso := range []participants.Isolation{participants.ReadCommitted, participants.Serializable} {
@@ -694,7 +717,7 @@ func TestIntegrationSerializableLocksReads(t *testing.T) {
 
 func TestIntegrationGuard(t *testing.T) {
 	cfg := integrationConfig(t)
-	table := unique("guarded")
+	table := tempTable(t, "guarded")
 	cfg.GuardTables = []string{table}
 	p := openTest(t, cfg)
 	ctx := testCtx(t)
@@ -766,7 +789,7 @@ func TestIntegrationGuard(t *testing.T) {
 
 func TestIntegrationRepeatedPrepare(t *testing.T) {
 	cfg := integrationConfig(t)
-	table := unique("rp")
+	table := tempTable(t, "rp")
 	cfg.GuardTables = []string{table}
 	p := openTest(t, cfg)
 	ctx := testCtx(t)
@@ -794,7 +817,7 @@ func TestIntegrationGC(t *testing.T) {
 	ctx := testCtx(t)
 	gid := unique("it:gc") + ":1"
 	b := mustBegin(t, p, gid, participants.BranchOptions{})
-	mustExec(t, b, upsert(participants.RecordID{Table: unique("gc"), ID: int64(1)}, map[string]any{"n": int64(1)}))
+	mustExec(t, b, upsert(participants.RecordID{Table: tempTable(t, "gc"), ID: int64(1)}, map[string]any{"n": int64(1)}))
 	mustPrepare(t, b, participants.VoteYes)
 	if err := p.CommitPrepared(ctx, gid); err != nil {
 		t.Fatal(err)
@@ -818,7 +841,7 @@ func TestIntegrationGC(t *testing.T) {
 func TestIntegrationRecordIDs(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("ids")
+	table := tempTable(t, "ids")
 	ids := []any{int64(123), "123", "k-1", []any{"a", int64(1)}, map[string]any{"x": int64(1), "y": "z"}}
 	b := mustBegin(t, p, unique("it:id")+":1", participants.BranchOptions{})
 	for i, id := range ids {
@@ -842,7 +865,7 @@ func TestIntegrationRecordIDs(t *testing.T) {
 func TestIntegrationMissingTable(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	table := unique("fresh")
+	table := tempTable(t, "fresh")
 	rid := participants.RecordID{Table: table, ID: int64(1)}
 	// Read-only on a table that does not exist.
 	ro := mustBegin(t, p, unique("it:mt")+":ro", participants.BranchOptions{})
@@ -856,7 +879,7 @@ func TestIntegrationMissingTable(t *testing.T) {
 	mustPrepare(t, ro, participants.VoteReadOnly)
 	// Create into it, deleting a record that never existed on the way.
 	b := mustBegin(t, p, unique("it:mt")+":b", participants.BranchOptions{})
-	mustExec(t, b, participants.Operation{Kind: participants.OpDelete, Record: participants.RecordID{Table: unique("never"), ID: int64(1)}})
+	mustExec(t, b, participants.Operation{Kind: participants.OpDelete, Record: participants.RecordID{Table: tempTable(t, "never"), ID: int64(1)}})
 	mustExec(t, b, participants.Operation{Kind: participants.OpCreate, Record: rid, Content: map[string]any{"n": int64(1)}})
 	mustPrepare(t, b, participants.VoteYes)
 	if err := p.CommitPrepared(ctx, b.GID()); err != nil {
@@ -872,7 +895,7 @@ func TestIntegrationMissingTable(t *testing.T) {
 func TestIntegrationNoLostUpdates(t *testing.T) {
 	p := openTest(t, integrationConfig(t))
 	ctx := testCtx(t)
-	rid := participants.RecordID{Table: unique("ctr"), ID: "c"}
+	rid := participants.RecordID{Table: tempTable(t, "ctr"), ID: "c"}
 	const workers, perWorker = 8, 15
 	var committed, noVotes atomic.Int64
 	var wg sync.WaitGroup
@@ -985,7 +1008,7 @@ func BenchmarkPrepareCommit(b *testing.B) {
 	cfg := integrationConfig(b)
 	cfg.PoolSize = 16
 	p := openTest(b, cfg)
-	table := unique("bench")
+	table := tempTable(b, "bench")
 	for _, clients := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			ctx := context.Background()
@@ -1040,7 +1063,7 @@ func TestIntegrationGuardRaces(t *testing.T) {
 	for _, guarded := range []bool{true, false} {
 		t.Run(fmt.Sprintf("guarded=%v", guarded), func(t *testing.T) {
 			cfg := integrationConfig(t)
-			table := unique("race")
+			table := tempTable(t, "race")
 			if guarded {
 				cfg.GuardTables = []string{table}
 			}
@@ -1111,5 +1134,57 @@ func TestIntegrationGuardRaces(t *testing.T) {
 				t.Fatalf("counter %d, want %d: lost updates with the guard", got, want)
 			}
 		})
+	}
+}
+
+func TestIntegrationSchemaIntrospection(t *testing.T) {
+	cfg := integrationConfig(t)
+	names := map[string]string{}
+	for _, k := range []string{"plain", "full", "field", "uniq", "index", "event", "view", "rel", "guarded", "missing"} {
+		names[k] = tempTable(t, k)
+	}
+	cfg.GuardTables = []string{names["guarded"]}
+	p := openTest(t, cfg)
+	raw(t, p, fmt.Sprintf(`DEFINE TABLE %[1]s SCHEMALESS;
+DEFINE TABLE %[2]s SCHEMAFULL;
+DEFINE FIELD n ON %[3]s TYPE int;
+DEFINE INDEX %[4]s_e ON %[4]s FIELDS email, addr.city UNIQUE;
+DEFINE INDEX %[5]s_n ON %[5]s FIELDS n;
+DEFINE EVENT ev ON %[6]s THEN {};
+DEFINE TABLE %[7]s AS SELECT count() AS c FROM %[1]s GROUP ALL;
+DEFINE TABLE %[8]s TYPE RELATION IN %[1]s OUT %[1]s;`,
+		names["plain"], names["full"], names["field"], names["uniq"], names["index"], names["event"], names["view"], names["rel"]), nil)
+	var list []string
+	for _, n := range names {
+		list = append(list, n)
+	}
+	got, err := p.schemas.get(testCtx(t), p.pool, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]tableSchema{
+		"plain":   {exists: true},
+		"full":    {exists: true, constrained: true},
+		"field":   {exists: true, constrained: true},
+		"uniq":    {exists: true, constrained: true},
+		"index":   {exists: true},
+		"event":   {exists: true, constrained: true},
+		"view":    {exists: true, constrained: true},
+		"rel":     {exists: true, constrained: true},
+		"guarded": {exists: true, guarded: true},
+		"missing": {},
+	} {
+		g := got[names[k]]
+		if g.exists != want.exists || g.constrained != want.constrained || g.guarded != want.guarded {
+			t.Errorf("%s: exists=%v constrained=%v guarded=%v; want %v %v %v", k,
+				g.exists, g.constrained, g.guarded, want.exists, want.constrained, want.guarded)
+		}
+	}
+	u := got[names["uniq"]].unique
+	if len(u) != 1 || fmt.Sprint(u[0].cols) != "[email addr.city]" || !u[0].lockable {
+		t.Errorf("unique indexes = %+v", u)
+	}
+	if len(got[names["index"]].unique) != 0 {
+		t.Errorf("a plain index counted as UNIQUE")
 	}
 }

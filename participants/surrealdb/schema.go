@@ -97,14 +97,12 @@ func quoteIdent(name string) string {
 	return "`" + r.Replace(name) + "`"
 }
 
-// dbStructure and tableStructure are the parts of INFO ... STRUCTURE used.
-type dbStructure struct {
-	Tables []struct {
-		Name       string         `json:"name"`
-		Schemafull bool           `json:"schemafull"`
-		Kind       map[string]any `json:"kind"`
-		View       any            `json:"view"`
-	} `json:"tables"`
+// dbTable and tableStructure are the parts of INFO ... STRUCTURE used.
+type dbTable struct {
+	Name       string         `json:"name"`
+	Schemafull bool           `json:"schemafull"`
+	Kind       map[string]any `json:"kind"` // {kind: ANY | NORMAL | RELATION, ...}
+	View       any            `json:"view"` // set for AS SELECT tables
 }
 
 type tableStructure struct {
@@ -121,11 +119,12 @@ type tableStructure struct {
 
 func introspect(ctx context.Context, p *pool, tables []string) (map[string]*tableSchema, error) {
 	var sb strings.Builder
-	sb.WriteString("INFO FOR DB STRUCTURE;\n")
+	// Only the tables asked for: a database may have thousands.
+	sb.WriteString("RETURN (INFO FOR DB STRUCTURE).tables[WHERE name IN $txc_tables];\n")
 	for _, t := range tables {
 		fmt.Fprintf(&sb, "INFO FOR TABLE %s STRUCTURE;\n", quoteIdent(t))
 	}
-	q, err := p.query(ctx, sb.String(), nil)
+	q, err := p.query(ctx, sb.String(), map[string]any{"txc_tables": tables})
 	if err != nil {
 		return nil, fmt.Errorf("introspect tables: %w", err)
 	}
@@ -135,8 +134,8 @@ func introspect(ctx context.Context, p *pool, tables []string) (map[string]*tabl
 	if len(q.stmts) != len(tables)+1 {
 		return nil, fmt.Errorf("introspect tables: %d results for %d statements", len(q.stmts), len(tables)+1)
 	}
-	var db dbStructure
-	if err := q.dec.Unmarshal(q.stmts[0].Result, &db); err != nil {
+	var dbTables []dbTable
+	if err := q.dec.Unmarshal(q.stmts[0].Result, &dbTables); err != nil {
 		return nil, fmt.Errorf("introspect tables: decode INFO FOR DB: %w", err)
 	}
 	out := make(map[string]*tableSchema, len(tables))
@@ -146,7 +145,7 @@ func introspect(ctx context.Context, p *pool, tables []string) (map[string]*tabl
 			return nil, fmt.Errorf("introspect table %s: %w", t, err)
 		}
 		s := &tableSchema{}
-		for _, dt := range db.Tables {
+		for _, dt := range dbTables {
 			if dt.Name != t {
 				continue
 			}
