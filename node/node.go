@@ -38,7 +38,7 @@ func OpenParticipants(ctx context.Context, cfgs []ParticipantConfig, getenv func
 		if err != nil {
 			return fail(err)
 		}
-		plog := logger.With("participant", pc.Name)
+		plog := logger // adapters add their participant name to every line
 		switch pc.Kind {
 		case "postgres":
 			c := postgres.DefaultConfig()

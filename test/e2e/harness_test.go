@@ -1,0 +1,385 @@
+// Package e2e runs real txcoord processes against the real PostgreSQL and
+// SurrealDB started by `make db-up` (env from scripts/pg.sh env and
+// scripts/surreal.sh env). Without that environment the tests skip, saying so.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	surrealdb "github.com/surrealdb/surrealdb.go"
+	"github.com/surrealdb/surrealdb.go/pkg/connection"
+	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
+	"github.com/txcoord/txcoord/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+var (
+	binary  string // built once in TestMain
+	pgDSN   string
+	surURL  string
+	surUser string
+	surPass string
+	surNS   string
+	surDB   string
+)
+
+func TestMain(m *testing.M) {
+	pgDSN = os.Getenv("TXCOORD_PG_DSN_A")
+	surURL = os.Getenv("TXCOORD_SURREAL_URL")
+	surUser, surPass = envOr("TXCOORD_SURREAL_USER", "root"), envOr("TXCOORD_SURREAL_PASS", "root")
+	surNS, surDB = envOr("TXCOORD_SURREAL_NS", "txcoord"), envOr("TXCOORD_SURREAL_DB", "test")
+	if pgDSN == "" || surURL == "" {
+		fmt.Println("e2e: SKIP: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL not set (run `make test`, which starts the databases)")
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "txcoord-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "txcoord")
+	build := exec.Command("go", "build", "-o", binary, "github.com/txcoord/txcoord/cmd/txcoord")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Println("e2e: building txcoord failed:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func needDBs(t *testing.T) {
+	t.Helper()
+	if binary == "" {
+		t.Skip("databases not configured: run via `make test`")
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// node is one txcoord process with its own data dir and cluster id, so tests
+// never touch each other's GIDs.
+type node struct {
+	t         *testing.T
+	dir       string
+	cfg       string
+	addr      string
+	clusterID string
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	logPath   string
+}
+
+type nodeOpts struct {
+	maxStatements int
+	extraYAML     string
+}
+
+func newNode(t *testing.T, o nodeOpts) *node {
+	t.Helper()
+	needDBs(t)
+	dir := t.TempDir()
+	n := &node{t: t, dir: dir, addr: freePort(t), cfg: filepath.Join(dir, "txcoord.yaml"),
+		clusterID: fmt.Sprintf("e2e%d", time.Now().UnixNano()%1_000_000_000)}
+	maxStmts := ""
+	if o.maxStatements > 0 {
+		maxStmts = fmt.Sprintf("  max_statements: %d\n", o.maxStatements)
+	}
+	yaml := fmt.Sprintf(`node_id: n1
+cluster_id: %s
+listen: %s
+data_dir: %s
+raft:
+  bind: %s
+  bootstrap: true
+coordinator:
+  recovery_interval: 1s
+%sparticipants:
+  - name: pg
+    kind: postgres
+    dsn: %q
+  - name: surreal
+    kind: surrealdb
+    url: %q
+    namespace: %s
+    database: %s
+    username: %s
+    password_env: E2E_SURREAL_PASS
+%s`, n.clusterID, n.addr, filepath.Join(dir, "data"), freePort(t), maxStmts, pgDSN, surURL, surNS, surDB, surUser, o.extraYAML)
+	if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// start launches the process (with failpoints name=kill) and waits until it
+// serves.
+func (n *node) start(failpoints ...string) {
+	n.t.Helper()
+	args := []string{"serve", "--config", n.cfg}
+	for _, fp := range failpoints {
+		args = append(args, "--failpoint", fp+"=kill")
+	}
+	n.logPath = filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
+	logf, err := os.Create(n.logPath)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "E2E_SURREAL_PASS="+surPass)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.cmd = cmd
+	n.exited = make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
+
+	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		select {
+		case <-n.exited:
+			n.t.Fatalf("txcoord exited during start-up; log:\n%s", n.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("txcoord not serving after 30s (last: %v); log:\n%s", err, n.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (n *node) log() string {
+	b, _ := os.ReadFile(n.logPath)
+	return string(b)
+}
+
+// waitExit waits for the process to die (a failpoint's SIGKILL) within d.
+func (n *node) waitExit(d time.Duration) {
+	n.t.Helper()
+	select {
+	case <-n.exited:
+	case <-time.After(d):
+		n.t.Fatalf("txcoord did not exit within %s; log:\n%s", d, n.log())
+	}
+	if ws, ok := n.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		n.t.Fatalf("txcoord exited but not by SIGKILL (%v); log:\n%s", n.cmd.ProcessState, n.log())
+	}
+}
+
+func (n *node) kill() {
+	if n.cmd != nil && n.exited != nil {
+		select {
+		case <-n.exited:
+		default:
+			syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+			<-n.exited
+		}
+	}
+}
+
+func (n *node) stop() {
+	if n.cmd == nil || n.exited == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(15 * time.Second):
+		n.kill()
+	}
+}
+
+func (n *node) client() *client.Client {
+	c, err := client.Dial(context.Background(), n.addr, client.WithRetryPolicy(client.RetryPolicy{Attempts: 3, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return c
+}
+
+// gidPattern matches this node's GIDs in pg_prepared_xacts.
+func (n *node) gidLike() string { return "txc:" + n.clusterID + ":%" }
+
+// pg opens a pool on the test database.
+func pg(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// surreal opens an SDK connection (independent of the adapter under test).
+func surreal(t *testing.T) *surrealdb.DB {
+	t.Helper()
+	u, err := url.ParseRequestURI(surURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := connection.NewConfig(u)
+	conf.Logger = nil
+	conn := gorillaws.New(conf)
+	conn.Timeout = 10 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := surrealdb.FromConnection(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SignIn(ctx, surrealdb.Auth{Username: surUser, Password: surPass}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Use(ctx, surNS, surDB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	return db
+}
+
+// surrealValue reads field v of record table:id, or nil when absent.
+func surrealValue(t *testing.T, db *surrealdb.DB, table, id string) any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := surrealdb.Query[[]any](ctx, db, fmt.Sprintf("SELECT VALUE v FROM type::record('%s', $id)", table), map[string]any{"id": id})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil
+		}
+		t.Fatalf("read %s:%s: %v", table, id, err)
+	}
+	if len(*res) == 0 {
+		return nil
+	}
+	r := (*res)[0].Result
+	if len(r) == 0 {
+		return nil
+	}
+	return r[0]
+}
+
+// surrealCount runs a count query returning one number.
+func surrealCount(t *testing.T, db *surrealdb.DB, q string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := surrealdb.Query[any](ctx, db, q, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if len(*res) == 0 {
+		return 0
+	}
+	switch v := (*res)[0].Result.(type) {
+	case uint64:
+		return int(v)
+	case int64:
+		return int(v)
+	case []any:
+		return len(v)
+	case nil:
+		return 0
+	default:
+		t.Fatalf("%s: unexpected result %T %v", q, v, v)
+	}
+	return 0
+}
+
+func pgPrepared(t *testing.T, p *pgxpool.Pool, like string) int {
+	t.Helper()
+	var n int
+	if err := p.QueryRow(context.Background(), "select count(*) from pg_prepared_xacts where gid like $1", like).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// eventually polls cond every 100 ms until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func uniq(prefix string) string {
+	return strings.ReplaceAll(fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()), "-", "")
+}
+
+// surrealIntents counts this node's intents and locks left in SurrealDB (the
+// adapter's default tables txc_intent and txc_lock; both carry the GID).
+func surrealIntents(t *testing.T, db *surrealdb.DB, n *node) int {
+	t.Helper()
+	prefix := "txc:" + n.clusterID + ":"
+	total := 0
+	for _, table := range []string{"txc_intent", "txc_lock"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := surrealdb.Query[[]any](ctx, db,
+			fmt.Sprintf("SELECT VALUE gid FROM %s WHERE string::starts_with(gid, $p)", table), map[string]any{"p": prefix})
+		cancel()
+		if err != nil {
+			if strings.Contains(err.Error(), "does not exist") {
+				continue // the table is created with the first intent
+			}
+			t.Fatalf("count %s: %v", table, err)
+		}
+		if len(*res) > 0 {
+			total += len((*res)[0].Result)
+		}
+	}
+	return total
+}
