@@ -213,6 +213,9 @@ func (s *script) defineMissing(p *plan) {
 	}
 }
 
+// applyLoop applies an intent's writes (%s: the array of {rid, op, after}).
+const applyLoop = "FOR $txc_w IN %s { IF $txc_w.op = 'delete' { DELETE $txc_w.rid } ELSE { UPSERT $txc_w.rid CONTENT $txc_w.after } }"
+
 // buildPrepare builds the prepare: optionally the dry-run transaction, then
 // the prepare transaction (status check, version checks, locks, intent).
 //
@@ -230,6 +233,16 @@ func buildPrepare(t tables, name string, p *plan) *script {
 	for _, k := range p.locks {
 		lockParams = append(lockParams, s.param(k.id))
 	}
+	// The after-images travel once: the dry-run and the intent share the parameter.
+	writes := make([]any, len(p.writes))
+	for i, w := range p.writes {
+		if w.delete {
+			writes[i] = map[string]any{"rid": w.rid, "op": "delete"}
+		} else {
+			writes[i] = map[string]any{"rid": w.rid, "op": "put", "after": w.after}
+		}
+	}
+	writesParam := s.param(writes)
 	if p.dryRun {
 		s.stmt(roleOther, -1, "LET $txc_dry = false")
 		s.begin()
@@ -240,9 +253,8 @@ func buildPrepare(t tables, name string, p *plan) *script {
 				s.stmt(roleOther, -1, "DELETE type::record(%s, %s) WHERE gid = %s", lockTable, lp, gid)
 			}
 		}
-		for _, w := range p.writes {
-			s.apply(w)
-		}
+		// The very statement CommitPrepared runs.
+		s.stmt(roleApply, -1, applyLoop, writesParam)
 		s.stmt(roleOther, -1, "LET $txc_dry = true")
 		s.stmt(roleDryRunEnd, -1, "THROW %s", s.param(markerDryRunPassed))
 		s.commit()
@@ -267,17 +279,9 @@ func buildPrepare(t tables, name string, p *plan) *script {
 	for i, k := range p.locks {
 		locks[i] = k.id
 	}
-	writes := make([]any, len(p.writes))
-	for i, w := range p.writes {
-		if w.delete {
-			writes[i] = map[string]any{"rid": w.rid, "op": "delete"}
-		} else {
-			writes[i] = map[string]any{"rid": w.rid, "op": "put", "after": w.after}
-		}
-	}
 	s.stmt(roleIntent, -1,
 		"CREATE type::record(%s, %s) CONTENT { gid: %s, participant: %s, version: %s, prepared_at: time::now(), locks: %s, writes: %s }",
-		intentID, gid, gid, s.param(name), s.param(p.version), s.param(locks), s.param(writes))
+		intentID, gid, gid, s.param(name), s.param(p.version), s.param(locks), writesParam)
 	s.commit()
 	return s
 }
@@ -337,8 +341,7 @@ func buildCommitPrepared(t tables, gid string) *script {
 		"IF $txc_i = NONE { IF $txc_m = 'commit' { THROW %s } ELSE IF $txc_m = 'abort' { THROW %s } ELSE { THROW %s } }",
 		s.param(markerCommitted), s.param(markerAborted), s.param(markerNotPrepared))
 	s.stmt(roleOther, -1, "FOR $txc_k IN $txc_i.locks { DELETE type::record(%s, $txc_k) WHERE gid = %s }", lockTable, g)
-	s.stmt(roleApply, -1,
-		"FOR $txc_w IN $txc_i.writes { IF $txc_w.op = 'delete' { DELETE $txc_w.rid } ELSE { UPSERT $txc_w.rid CONTENT $txc_w.after } }")
+	s.stmt(roleApply, -1, applyLoop, "$txc_i.writes")
 	s.stmt(roleOther, -1, "DELETE type::record(%s, %s)", intent, g)
 	s.stmt(roleOther, -1, "UPSERT type::record(%s, %s) CONTENT { outcome: 'commit', at: time::now() }", marker, g)
 	s.commit()
