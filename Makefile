@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/txcoord ./cmd/txctl ./cmd/txbench
+	$(GO) build -o $(BIN)/ ./cmd/txcoord ./cmd/txctl ./cmd/txbench ./cmd/txdemo
 
 proto-tools:
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)

@@ -148,6 +148,10 @@ type Coordinator struct {
 	recent map[string]*TxInfo
 	ring   []string // recent's insertion order, bounded by RecentFinished
 
+	// marking holds txids whose phase two finished and whose done mark is
+	// queued but not yet applied: recovery leaves them alone (guarded by mu).
+	marking map[string]struct{}
+
 	ready  atomic.Bool // start-up recovery done
 	doneCh chan string // txids whose phase two finished, to be marked done
 	stop   chan struct{}
@@ -165,7 +169,7 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 	c := &Coordinator{
 		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
 		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
-		active: map[string]*txn{}, recent: map[string]*TxInfo{},
+		active: map[string]*txn{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{},
 		doneCh: make(chan string, 4096), stop: make(chan struct{}),
 	}
 	for _, p := range parts {

@@ -333,9 +333,15 @@ func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term
 // queue is full is safe: the record stays not-done and the periodic
 // recovery re-commits (a no-op) and marks it.
 func (c *Coordinator) markDone(txid string) {
+	c.mu.Lock()
+	c.marking[txid] = struct{}{}
+	c.mu.Unlock()
 	select {
 	case c.doneCh <- txid:
 	default:
+		c.mu.Lock()
+		delete(c.marking, txid)
+		c.mu.Unlock()
 		c.log.Warn("done queue full; recovery will mark the transaction", "txid", txid)
 	}
 }
@@ -348,14 +354,20 @@ func (c *Coordinator) doneLoop() {
 	defer tick.Stop()
 	var batch []string
 	flush := func() {
-		if len(batch) == 0 || c.raft.State() != raft.Leader {
-			batch = batch[:0]
+		if len(batch) == 0 {
 			return
 		}
-		f := c.raft.Apply(wal.Command{Type: wal.CmdDone, TxIDs: batch, AtMs: c.now().UnixMilli()}.Encode(), c.cfg.ApplyTimeout)
-		if err := f.Error(); err != nil {
-			c.log.Warn("done marks not logged; recovery will retry", "count", len(batch), "err", err)
+		if c.raft.State() == raft.Leader {
+			f := c.raft.Apply(wal.Command{Type: wal.CmdDone, TxIDs: batch, AtMs: c.now().UnixMilli()}.Encode(), c.cfg.ApplyTimeout)
+			if err := f.Error(); err != nil {
+				c.log.Warn("done marks not logged; recovery will retry", "count", len(batch), "err", err)
+			}
 		}
+		c.mu.Lock()
+		for _, id := range batch {
+			delete(c.marking, id)
+		}
+		c.mu.Unlock()
 		batch = nil
 	}
 	for {

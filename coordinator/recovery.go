@@ -108,7 +108,7 @@ func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 	}
 	var done []string
 	for _, rec := range recs {
-		if c.inFlight(rec.TxID) {
+		if c.inFlight(rec.TxID) || c.beingMarked(rec.TxID) {
 			continue
 		}
 		ok := true
@@ -221,6 +221,14 @@ func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 	wg.Wait()
 	rep.Took = time.Since(start)
 	return rep, errors.Join(errs...)
+}
+
+// beingMarked: phase two finished here and the done mark is on its way.
+func (c *Coordinator) beingMarked(txid string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.marking[txid]
+	return ok
 }
 
 func (c *Coordinator) inFlight(txid string) bool {

@@ -1,0 +1,88 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigLoadsAndValidates(t *testing.T) {
+	c, err := Load(filepath.Join("..", "examples", "txcoord.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the documented example must be valid: %v", err)
+	}
+	if len(c.Participants) != 2 || c.Participants[1].PasswordEnv != "TXCOORD_SURREAL_PASS" {
+		t.Fatalf("participants: %+v", c.Participants)
+	}
+	if !strings.HasPrefix(c.Listen, "127.0.0.1:") {
+		t.Fatalf("default listen must be loopback, got %s", c.Listen)
+	}
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	cases := []struct {
+		yaml, field string
+	}{
+		{"participants: []", "participants"},
+		{"participants: [{name: 'Bad Name', kind: postgres, dsn: x}]", "participants[0].name"},
+		{"participants: [{name: a, kind: mysql}]", "participants[0].kind"},
+		{"participants: [{name: a, kind: postgres}]", "participants[0].dsn"},
+		{"participants: [{name: a, kind: surrealdb, url: 'http://x', namespace: n, database: d}]", "participants[0].url"},
+		{"participants: [{name: a, kind: postgres, dsn: x}, {name: a, kind: postgres, dsn: y}]", "participants[1].name"},
+		{"listen: nowhere\nparticipants: [{name: a, kind: postgres, dsn: x}]", "listen"},
+	}
+	for _, tc := range cases {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(p, []byte(tc.yaml), 0o600)
+		c, err := Load(p)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		err = c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%q: want an error naming %s, got %v", tc.yaml, tc.field, err)
+		}
+	}
+}
+
+func TestUnknownKeyAndBadDurationRejected(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("listn: 127.0.0.1:1\n"), 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "listn") {
+		t.Errorf("typo'd key accepted: %v", err)
+	}
+	os.WriteFile(p, []byte("coordinator:\n  default_timeout: soon\n"), 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Errorf("bad duration accepted: %v", err)
+	}
+}
+
+func TestPasswordSourcesAndDSN(t *testing.T) {
+	env := map[string]string{"PW": "s3cr'et"}
+	getenv := func(k string) string { return env[k] }
+	pc := ParticipantConfig{Name: "pg", PasswordEnv: "PW"}
+	pw, err := pc.password(getenv)
+	if err != nil || pw != "s3cr'et" {
+		t.Fatalf("env password: %q %v", pw, err)
+	}
+	if _, err := (ParticipantConfig{Name: "pg", PasswordEnv: "NOPE"}).password(getenv); err == nil || !strings.Contains(err.Error(), "NOPE") {
+		t.Errorf("unset password_env must say which variable: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(f, []byte("filepw\nignored\n"), 0o600)
+	if pw, _ := (ParticipantConfig{PasswordFile: f}).password(getenv); pw != "filepw" {
+		t.Errorf("password_file: %q", pw)
+	}
+	dsn, err := withPassword("postgres://u@h:1/db?sslmode=disable", "p@ss")
+	if err != nil || dsn != "postgres://u:p%40ss@h:1/db?sslmode=disable" {
+		t.Errorf("url dsn: %q %v", dsn, err)
+	}
+	dsn, _ = withPassword("host=h user=u", "it's")
+	if dsn != `host=h user=u password='it\'s'` {
+		t.Errorf("keyword dsn: %q", dsn)
+	}
+}
