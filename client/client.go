@@ -21,6 +21,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/txcoord/txcoord/internal/wire"
@@ -60,6 +62,7 @@ type Error struct {
 	TxID        string
 	Field       string // for ErrInvalidArgument
 	Participant string // the participant that caused an abort, when known
+	Leader      string // for ErrUnavailable from a follower: the leader's address
 	Message     string
 	kind        error
 }
@@ -85,6 +88,7 @@ func fromStatus(err error, txid string, inCommit bool) error {
 			e.Reason = info.Reason
 			e.Field = info.Metadata["field"]
 			e.Participant = info.Metadata["participant"]
+			e.Leader = info.Metadata["leader"]
 			if id := info.Metadata["txid"]; id != "" {
 				e.TxID = id
 			}
@@ -115,12 +119,18 @@ func fromStatus(err error, txid string, inCommit bool) error {
 	return e
 }
 
-// Client talks to a txcoord node. Safe for concurrent use.
+// Client talks to a txcoord cluster. Safe for concurrent use. Calls go to
+// the node it believes leads; an answer "not the leader, the leader is X"
+// moves it to X, and an unreachable node moves it to the next address.
 type Client struct {
-	conn   *grpc.ClientConn
-	rpc    pb.CoordinatorClient
-	owns   bool
-	policy RetryPolicy
+	policy   RetryPolicy
+	dialOpts []grpc.DialOption
+	seeds    []string
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	current string
+	owns    bool
 }
 
 // RetryPolicy bounds retries of calls that are safe to repeat (Begin,
@@ -151,8 +161,10 @@ func WithGRPCOptions(opts ...grpc.DialOption) Option {
 // WithRetryPolicy replaces DefaultRetryPolicy.
 func WithRetryPolicy(p RetryPolicy) Option { return func(o *dialOptions) { o.policy = p } }
 
-// Dial connects to a node (plaintext unless WithGRPCOptions gives credentials).
-func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+// Dial prepares a client for a cluster: addrs is one node's host:port or a
+// comma-separated list of them (plaintext unless WithGRPCOptions gives
+// credentials). Connections are made lazily.
+func Dial(ctx context.Context, addrs string, opts ...Option) (*Client, error) {
 	o := dialOptions{policy: DefaultRetryPolicy}
 	for _, f := range opts {
 		f(&o)
@@ -160,34 +172,113 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if len(o.grpcOpts) == 0 {
 		o.grpcOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	conn, err := grpc.NewClient(addr, o.grpcOpts...)
+	var seeds []string
+	for _, a := range strings.Split(addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			seeds = append(seeds, a)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, fmt.Errorf("txcoord: dial: no address given (want host:port[,host:port...])")
+	}
+	c := &Client{policy: o.policy, dialOpts: o.grpcOpts, seeds: seeds, conns: map[string]*grpc.ClientConn{}, current: seeds[0], owns: true}
+	if _, err := c.conn(seeds[0]); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// New wraps an existing connection (the caller closes it). Redirects to
+// another node are not followed.
+func New(conn *grpc.ClientConn) *Client {
+	return &Client{policy: DefaultRetryPolicy, conns: map[string]*grpc.ClientConn{conn.Target(): conn},
+		current: conn.Target(), seeds: []string{conn.Target()}}
+}
+
+// Close closes the connections Dial opened.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.owns {
+		return nil
+	}
+	var errs []error
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	c.conns = map[string]*grpc.ClientConn{}
+	return errors.Join(errs...)
+}
+
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	if !c.owns {
+		return nil, fmt.Errorf("txcoord: redirect to %s not followed (client made with New)", addr)
+	}
+	cc, err := grpc.NewClient(addr, c.dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("txcoord: dial %s: %w", addr, err)
 	}
-	return &Client{conn: conn, rpc: pb.NewCoordinatorClient(conn), owns: true, policy: o.policy}, nil
+	c.conns[addr] = cc
+	return cc, nil
 }
 
-// New wraps an existing connection (the caller closes it).
-func New(conn *grpc.ClientConn) *Client {
-	return &Client{conn: conn, rpc: pb.NewCoordinatorClient(conn), policy: DefaultRetryPolicy}
-}
-
-// Close closes the connection if Dial opened it.
-func (c *Client) Close() error {
-	if c.owns {
-		return c.conn.Close()
+// target returns the node calls go to now.
+func (c *Client) target() (string, pb.CoordinatorClient, pb.AdminClient, error) {
+	c.mu.Lock()
+	addr := c.current
+	c.mu.Unlock()
+	cc, err := c.conn(addr)
+	if err != nil {
+		return "", nil, nil, err
 	}
-	return nil
+	return addr, pb.NewCoordinatorClient(cc), pb.NewAdminClient(cc), nil
 }
 
-// retry repeats an idempotent call while the coordinator is unavailable.
-func (c *Client) retry(ctx context.Context, call func() error) error {
+// follow moves the client after an UNAVAILABLE from addr: to the leader the
+// node named, else to the next known address.
+func (c *Client) follow(addr string, err error) {
+	var ce *Error
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != addr {
+		return // someone else moved it already
+	}
+	if errors.As(err, &ce) && ce.Leader != "" {
+		c.current = ce.Leader
+		return
+	}
+	for i, s := range c.seeds {
+		if s == addr {
+			c.current = c.seeds[(i+1)%len(c.seeds)]
+			return
+		}
+	}
+	c.current = c.seeds[0]
+}
+
+// retry repeats an idempotent call while the cluster is unavailable,
+// following leader redirects between attempts.
+func (c *Client) retry(ctx context.Context, call func(addr string, rpc pb.CoordinatorClient, admin pb.AdminClient) error) error {
 	backoff := c.policy.MinBackoff
 	var err error
 	for attempt := 1; ; attempt++ {
-		err = call()
-		if err == nil || !errors.Is(err, ErrUnavailable) || attempt >= c.policy.Attempts {
+		addr, rpc, admin, derr := c.target()
+		if derr != nil {
+			return derr
+		}
+		err = call(addr, rpc, admin)
+		if err == nil || !errors.Is(err, ErrUnavailable) || attempt >= max(c.policy.Attempts, 1) {
 			return err
+		}
+		c.follow(addr, err)
+		var ce *Error
+		if errors.As(err, &ce) && ce.Leader != "" && ce.Leader != addr {
+			continue // a redirect: no need to wait
 		}
 		select {
 		case <-ctx.Done():
@@ -225,6 +316,7 @@ func (o TxOptions) proto() *pb.TransactionOptions {
 // Tx is an interactive transaction. Use it from one goroutine at a time.
 type Tx struct {
 	c    *Client
+	rpc  pb.CoordinatorClient // the node (leader) that runs it
 	id   string
 	done bool
 }
@@ -235,20 +327,25 @@ func (t *Tx) ID() string { return t.id }
 // Begin starts a transaction.
 func (c *Client) Begin(ctx context.Context, opts TxOptions) (*Tx, error) {
 	var resp *pb.BeginResponse
-	err := c.retry(ctx, func() error {
+	var on pb.CoordinatorClient
+	err := c.retry(ctx, func(_ string, rpc pb.CoordinatorClient, _ pb.AdminClient) error {
 		var err error
-		resp, err = c.rpc.Begin(ctx, &pb.BeginRequest{Options: opts.proto()})
+		resp, err = rpc.Begin(ctx, &pb.BeginRequest{Options: opts.proto()})
+		on = rpc
 		return fromStatus(err, "", false)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{c: c, id: resp.Txid}, nil
+	return &Tx{c: c, rpc: on, id: resp.Txid}, nil
 }
 
 // Resume returns a handle on a transaction begun elsewhere (another process
 // of the same service, say), by its id.
-func (c *Client) Resume(txid string) *Tx { return &Tx{c: c, id: txid} }
+func (c *Client) Resume(txid string) *Tx {
+	_, rpc, _, _ := c.target()
+	return &Tx{c: c, rpc: rpc, id: txid}
+}
 
 // Exec runs SQL with positional args ($1, $2...) on a PostgreSQL participant.
 func (t *Tx) Exec(ctx context.Context, participant, sql string, args ...any) (*Result, error) {
@@ -261,7 +358,7 @@ func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := t.c.rpc.Execute(ctx, &pb.ExecuteRequest{Txid: t.id, Statement: ps})
+	resp, err := t.rpc.Execute(ctx, &pb.ExecuteRequest{Txid: t.id, Statement: ps})
 	if err != nil {
 		return nil, fromStatus(err, t.id, false)
 	}
@@ -271,17 +368,20 @@ func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result,
 // Commit commits atomically on every participant the transaction touched.
 // nil: committed. ErrAborted: rolled back. ErrOutcomeUnknown: ask WaitOutcome.
 func (t *Tx) Commit(ctx context.Context) error {
-	_, err := t.c.rpc.Commit(ctx, &pb.CommitRequest{Txid: t.id})
+	_, err := t.rpc.Commit(ctx, &pb.CommitRequest{Txid: t.id})
 	t.done = true
 	return fromStatus(err, t.id, true)
 }
 
 // Rollback abandons the transaction. Safe after Commit failed or twice.
 func (t *Tx) Rollback(ctx context.Context) error {
-	err := t.c.retry(ctx, func() error {
-		_, err := t.c.rpc.Rollback(ctx, &pb.RollbackRequest{Txid: t.id})
-		return fromStatus(err, t.id, false)
-	})
+	_, err := t.rpc.Rollback(ctx, &pb.RollbackRequest{Txid: t.id})
+	err = fromStatus(err, t.id, false)
+	if errors.Is(err, ErrUnavailable) {
+		// The node no longer leads: it rolled the transaction back when it
+		// lost leadership, or the new leader's recovery will.
+		err = nil
+	}
 	t.done = true
 	if errors.Is(err, ErrNotFound) {
 		return nil // timed out and rolled back already
@@ -309,7 +409,29 @@ func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string
 		}
 		req.Statements = append(req.Statements, ps)
 	}
-	resp, err := c.rpc.Run(ctx, req)
+	// Run may be retried only while the node refuses it before doing
+	// anything: an UNAVAILABLE from the server itself (not the transport).
+	var resp *pb.RunResponse
+	var err error
+	for attempt := 1; ; attempt++ {
+		addr, rpc, _, derr := c.target()
+		if derr != nil {
+			return "", nil, derr
+		}
+		resp, err = rpc.Run(ctx, req)
+		e := fromStatus(err, "", false)
+		var ce *Error
+		if err == nil || !errors.As(e, &ce) || ce.Reason != wire.ReasonUnavailable || attempt >= c.policy.Attempts {
+			break
+		}
+		c.follow(addr, e)
+		if ce.Leader == "" {
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.policy.MinBackoff * time.Duration(attempt)):
+			}
+		}
+	}
 	if err != nil {
 		e := fromStatus(err, "", true)
 		var ce *Error
@@ -331,9 +453,9 @@ type Transaction = pb.Transaction
 // GetTransaction asks for a transaction's state and outcome.
 func (c *Client) GetTransaction(ctx context.Context, txid string) (*Transaction, error) {
 	var resp *pb.Transaction
-	err := c.retry(ctx, func() error {
+	err := c.retry(ctx, func(_ string, rpc pb.CoordinatorClient, _ pb.AdminClient) error {
 		var err error
-		resp, err = c.rpc.GetTransaction(ctx, &pb.GetTransactionRequest{Txid: txid})
+		resp, err = rpc.GetTransaction(ctx, &pb.GetTransactionRequest{Txid: txid})
 		return fromStatus(err, txid, false)
 	})
 	return resp, err

@@ -79,6 +79,13 @@ type Config struct {
 	// GetTransaction details (branches, errors).
 	RecentFinished int
 
+	// NodeID and AdvertiseAddr: this node's Raft id and the gRPC address
+	// clients reach it at; logged when it leads, so followers can redirect.
+	NodeID        string
+	AdvertiseAddr string
+	// PeerAddrs: node id → gRPC address of statically configured peers.
+	PeerAddrs map[string]string
+
 	Knobs TestingKnobs
 }
 

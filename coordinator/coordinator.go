@@ -152,7 +152,9 @@ type Coordinator struct {
 	// queued but not yet applied: recovery leaves them alone (guarded by mu).
 	marking map[string]struct{}
 
-	ready  atomic.Bool // start-up recovery done
+	// readyTerm is the Raft term in which this node, as leader, finished
+	// recovery; it serves transactions only while leading that same term.
+	readyTerm atomic.Uint64
 	doneCh chan string // txids whose phase two finished, to be marked done
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -239,13 +241,28 @@ func validateTxID(txid string) error {
 // serving returns ErrUnavailable unless this node leads and has recovered.
 func (c *Coordinator) serving() error {
 	if c.raft.State() != raft.Leader {
-		addr, id := c.raft.LeaderWithID()
-		return fmt.Errorf("%w: not the leader (leader %s at %s)", ErrUnavailable, id, addr)
+		_, id := c.raft.LeaderWithID()
+		if id == "" {
+			return &NotLeaderError{}
+		}
+		return &NotLeaderError{LeaderID: string(id), LeaderAddr: c.memberAddr(string(id))}
 	}
-	if !c.ready.Load() {
-		return fmt.Errorf("%w: recovering in-doubt transactions", ErrUnavailable)
+	if t := c.readyTerm.Load(); t == 0 || t != c.raft.CurrentTerm() {
+		return fmt.Errorf("%w: recovering in-doubt transactions after becoming leader", ErrUnavailable)
 	}
 	return nil
+}
+
+// Serving reports nil when this node takes transactions (it leads and has
+// recovered), else why not (*NotLeaderError names the leader when known).
+func (c *Coordinator) Serving() error { return c.serving() }
+
+func (c *Coordinator) memberAddr(id string) string {
+	m, err := c.store.Members()
+	if err != nil {
+		return ""
+	}
+	return m[id]
 }
 
 // Begin starts a transaction.

@@ -181,6 +181,9 @@ func newHarness(t *testing.T, knobs TestingKnobs, mutate func(*Config)) *harness
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.WaitServing(ctx); err != nil {
+		t.Fatal(err)
+	}
 	h := &harness{c: c, r: r, store: store, parts: []*fakeParticipant{a, b}}
 	t.Cleanup(func() {
 		c.Stop()

@@ -60,3 +60,21 @@ func (e *AbortError) Error() string {
 
 // Unwrap exposes both ErrAborted and the reason to errors.Is.
 func (e *AbortError) Unwrap() []error { return []error{ErrAborted, e.Reason} }
+
+// NotLeaderError is an ErrUnavailable from a node that does not lead. It
+// names the leader (and its gRPC address) when this node knows them, so
+// clients can go there.
+type NotLeaderError struct {
+	LeaderID   string
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return "coordinator unavailable: not the leader, and no leader is known (election in progress?)"
+	}
+	return fmt.Sprintf("coordinator unavailable: not the leader; the leader is %s at %s", e.LeaderID, e.LeaderAddr)
+}
+
+// Unwrap makes errors.Is(err, ErrUnavailable) hold.
+func (e *NotLeaderError) Unwrap() error { return ErrUnavailable }

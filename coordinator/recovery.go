@@ -11,15 +11,21 @@ import (
 	"github.com/txcoord/txcoord/wal"
 )
 
-// Start runs start-up recovery once this node leads, then serves, and keeps
-// the periodic in-doubt scan and the done-mark batcher running until Stop.
-// It returns when the first recovery pass finished (or RecoveryStartupWait
-// passed, leaving the rest to the background) or ctx ends.
+// Start starts the background work: the leadership watcher (which, each
+// time this node becomes leader, runs recovery before serving and, when it
+// stops leading, abandons its active transactions), the periodic in-doubt
+// scan and the done-mark batcher. They run until Stop.
 func (c *Coordinator) Start(ctx context.Context) error {
-	c.wg.Add(1)
+	c.wg.Add(3)
 	go c.doneLoop()
-	// Wait to lead (a single-voter cluster elects itself at once).
-	for c.raft.State() != raft.Leader {
+	go c.leadershipLoop()
+	go c.scanLoop()
+	return nil
+}
+
+// WaitServing blocks until this node serves transactions or ctx ends.
+func (c *Coordinator) WaitServing(ctx context.Context) error {
+	for c.serving() != nil {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -28,18 +34,107 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.RecoveryStartupWait)
-	rep, err := c.Recover(rctx)
-	cancel()
-	if err != nil {
-		c.log.Warn("start-up recovery incomplete; continuing in the background", "err", err)
-	}
-	c.log.Info("start-up recovery done", "committed", rep.Committed, "rolled_back", rep.RolledBack,
-		"left", rep.Left, "took", rep.Took)
-	c.ready.Store(true)
-	c.wg.Add(1)
-	go c.scanLoop()
 	return nil
+}
+
+// leadershipLoop follows this node's Raft role. On becoming leader of a
+// term: register this node's address, recover, then serve (readyTerm). On
+// losing it: stop serving and roll back the transactions still ACTIVE here
+// (their clients see them fail; prepared ones are the next leader's to
+// resolve, by decision or presumed abort).
+func (c *Coordinator) leadershipLoop() {
+	defer c.wg.Done()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	var ledTerm uint64
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+		leading := c.raft.State() == raft.Leader
+		term := c.raft.CurrentTerm()
+		switch {
+		case leading && term != ledTerm:
+			ledTerm = term
+			c.becomeLeader(term)
+		case !leading && ledTerm != 0:
+			ledTerm = 0
+			c.readyTerm.Store(0)
+			c.abandonActive()
+		}
+	}
+}
+
+func (c *Coordinator) becomeLeader(term uint64) {
+	c.log.Info("became leader; recovering before serving", "term", term)
+	c.registerMembers()
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RecoveryStartupWait)
+	rep, err := c.Recover(ctx)
+	cancel()
+	if errors.Is(err, errNotLeading) || c.raft.State() != raft.Leader || c.raft.CurrentTerm() != term {
+		c.log.Warn("lost leadership during recovery", "term", term)
+		return
+	}
+	if err != nil {
+		c.log.Warn("recovery incomplete; continuing in the background", "term", term, "err", err)
+	}
+	c.log.Info("recovery done; serving", "term", term, "committed", rep.Committed, "rolled_back", rep.RolledBack,
+		"left", rep.Left, "took", rep.Took)
+	c.readyTerm.Store(term)
+}
+
+// registerMembers logs this node's gRPC address (and the configured
+// peers') so that followers can send clients to the leader.
+func (c *Coordinator) registerMembers() {
+	want := map[string]string{}
+	for id, addr := range c.cfg.PeerAddrs {
+		want[id] = addr
+	}
+	if c.cfg.NodeID != "" && c.cfg.AdvertiseAddr != "" {
+		want[c.cfg.NodeID] = c.cfg.AdvertiseAddr
+	}
+	have, err := c.store.Members()
+	if err != nil {
+		return
+	}
+	for id, addr := range want {
+		if have[id] == addr {
+			continue
+		}
+		f := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: addr}.Encode(), c.cfg.ApplyTimeout)
+		if err := f.Error(); err != nil {
+			c.log.Warn("could not log member address", "node", id, "err", err)
+		}
+	}
+}
+
+// abandonActive rolls back every transaction still ACTIVE on this node
+// after it lost leadership. Transactions in their commit protocol finish it
+// on their own (their Raft apply fails or phase two stops at the fence).
+func (c *Coordinator) abandonActive() {
+	c.mu.Lock()
+	var ts []*txn
+	for _, t := range c.active {
+		ts = append(ts, t)
+	}
+	c.mu.Unlock()
+	if len(ts) > 0 {
+		c.log.Warn("lost leadership; rolling back active transactions", "count", len(ts))
+	}
+	for _, t := range ts {
+		go func(t *txn) {
+			t.opMu.Lock()
+			defer t.opMu.Unlock()
+			t.mu.Lock()
+			active := t.state == StateActive
+			t.mu.Unlock()
+			if active {
+				c.abortLocked(t, "", errors.New("the coordinator lost leadership"))
+			}
+		}(t)
+	}
 }
 
 // Stop ends background work. In-flight phase-two retries give up; the next
@@ -53,8 +148,8 @@ func (c *Coordinator) Stop() {
 	c.wg.Wait()
 }
 
-// Ready reports whether start-up recovery is done.
-func (c *Coordinator) Ready() bool { return c.ready.Load() }
+// Ready reports whether this node leads and has recovered.
+func (c *Coordinator) Ready() bool { return c.serving() == nil }
 
 // RecoveryReport counts what a recovery pass did.
 type RecoveryReport struct {
@@ -74,7 +169,7 @@ func (c *Coordinator) scanLoop() {
 			return
 		case <-tick.C:
 		}
-		if c.raft.State() != raft.Leader {
+		if c.serving() != nil {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RecoveryInterval*4)
@@ -191,13 +286,24 @@ func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 					mu.Unlock()
 					continue
 				}
-				cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 				commit := rec != nil && rec.Outcome == wal.OutcomeCommit
-				if commit {
-					if !c.stillLeading(term) {
-						cancel()
+				if !c.stillLeading(term) {
+					return
+				}
+				if !commit {
+					// Fence presumed abort: only a leader confirmed by a
+					// quorum right now may roll back a branch that has no
+					// decision in its log (a deposed leader's log may lack
+					// a newer leader's decision; invariant 5).
+					if err := c.raft.VerifyLeader().Error(); err != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("%w: verify leader before presumed abort: %v", errNotLeading, err))
+						mu.Unlock()
 						return
 					}
+				}
+				cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+				if commit {
 					err = p.CommitPrepared(cctx, b.GID)
 				} else {
 					err = p.RollbackPrepared(cctx, b.GID)

@@ -37,6 +37,13 @@ type ParticipantConfig struct {
 	MaxConns int `yaml:"max_conns"`
 }
 
+// PeerConfig names a cluster member for bootstrap.
+type PeerConfig struct {
+	ID   string `yaml:"id"`
+	Raft string `yaml:"raft"`
+	GRPC string `yaml:"grpc"`
+}
+
 // Duration is a time.Duration read from YAML as "30s", "5m"...
 type Duration time.Duration
 
@@ -55,12 +62,27 @@ type Config struct {
 	NodeID    string `yaml:"node_id"`
 	ClusterID string `yaml:"cluster_id"`
 	// Listen is the gRPC address. Loopback by default: exposing it is a choice.
-	Listen  string `yaml:"listen"`
-	DataDir string `yaml:"data_dir"`
-	Raft    struct {
+	Listen string `yaml:"listen"`
+	// Advertise is the gRPC address other nodes send clients to; defaults
+	// to Listen.
+	Advertise string `yaml:"advertise"`
+	DataDir   string `yaml:"data_dir"`
+	Raft      struct {
 		Bind      string `yaml:"bind"`
 		Advertise string `yaml:"advertise"`
-		Bootstrap bool   `yaml:"bootstrap"`
+		// Bootstrap creates the cluster when data_dir holds no Raft state:
+		// with Peers (every node given the same list) or this node alone.
+		Bootstrap bool         `yaml:"bootstrap"`
+		Peers     []PeerConfig `yaml:"peers"`
+		// Join lists gRPC addresses of running nodes; a node with no Raft
+		// state and bootstrap off asks them to add it as a voter.
+		Join []string `yaml:"join"`
+		// Election tuning; defaults suit loopback and LAN clusters.
+		HeartbeatTimeout Duration `yaml:"heartbeat_timeout"`
+		ElectionTimeout  Duration `yaml:"election_timeout"`
+		// Snapshot after this many new log entries (and check every interval).
+		SnapshotThreshold uint64   `yaml:"snapshot_threshold"`
+		SnapshotInterval  Duration `yaml:"snapshot_interval"`
 	} `yaml:"raft"`
 	Participants []ParticipantConfig `yaml:"participants"`
 	Coordinator  struct {
@@ -123,6 +145,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	set(&c.Listen, "TXCOORD_LISTEN")
 	set(&c.DataDir, "TXCOORD_DATA_DIR")
 	set(&c.Raft.Bind, "TXCOORD_RAFT_BIND")
+	set(&c.Advertise, "TXCOORD_ADVERTISE")
 	set(&c.LogLevel, "TXCOORD_LOG_LEVEL")
 }
 
@@ -137,6 +160,28 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Raft.Bind); err != nil {
 		errs = append(errs, fmt.Errorf("raft.bind %q: want host:port (e.g. 127.0.0.1:7500): %v", c.Raft.Bind, err))
+	}
+	self := false
+	for i, p := range c.Raft.Peers {
+		if !coordinator.ValidName(p.ID) {
+			errs = append(errs, fmt.Errorf("raft.peers[%d].id %q: use 1-32 of [a-z0-9_-]", i, p.ID))
+		}
+		if _, _, err := net.SplitHostPort(p.Raft); err != nil {
+			errs = append(errs, fmt.Errorf("raft.peers[%d].raft %q: want host:port", i, p.Raft))
+		}
+		if _, _, err := net.SplitHostPort(p.GRPC); err != nil {
+			errs = append(errs, fmt.Errorf("raft.peers[%d].grpc %q: want host:port", i, p.GRPC))
+		}
+		self = self || p.ID == c.NodeID
+	}
+	if len(c.Raft.Peers) > 0 && !self {
+		errs = append(errs, fmt.Errorf("raft.peers: node_id %q is not in the list; every node needs the same list, itself included", c.NodeID))
+	}
+	if n := len(c.Raft.Peers); n == 2 || n == 4 {
+		errs = append(errs, fmt.Errorf("raft.peers: %d voters tolerate no more failures than %d; use 1, 3 or 5", n, n-1))
+	}
+	if c.Raft.Bootstrap && len(c.Raft.Join) > 0 {
+		errs = append(errs, errors.New("raft: bootstrap and join exclude each other; a joining node sets bootstrap: false"))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is empty: give a directory for the decision store"))

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/participants"
 	"github.com/txcoord/txcoord/participants/postgres"
@@ -125,16 +127,29 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}()
 
-	rn, err := coordinator.OpenRaft(coordinator.RaftConfig{
+	rc := coordinator.RaftConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.Raft.Bind, AdvertiseAddr: cfg.Raft.Advertise,
 		DataDir: cfg.DataDir, Bootstrap: cfg.Raft.Bootstrap,
-	}, logger)
+		HeartbeatTimeout: time.Duration(cfg.Raft.HeartbeatTimeout), ElectionTimeout: time.Duration(cfg.Raft.ElectionTimeout),
+		SnapshotThreshold: cfg.Raft.SnapshotThreshold, SnapshotInterval: time.Duration(cfg.Raft.SnapshotInterval),
+	}
+	peerAddrs := map[string]string{}
+	for _, p := range cfg.Raft.Peers {
+		rc.Peers = append(rc.Peers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Raft), Suffrage: raft.Voter})
+		peerAddrs[p.ID] = p.GRPC
+	}
+	rn, err := coordinator.OpenRaft(rc, logger)
 	if err != nil {
 		return err
 	}
 	defer rn.Close()
 
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = lis.Addr().String()
+	}
 	cc := cfg.coordinatorConfig()
+	cc.NodeID, cc.AdvertiseAddr, cc.PeerAddrs = cfg.NodeID, advertise, peerAddrs
 	cc.Knobs = failpointKnobs(cfg.Failpoints, logger)
 	coord, err := coordinator.New(cc, rn.Raft, rn.FSM, parts, logger)
 	if err != nil {
@@ -143,6 +158,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
 	pb.RegisterCoordinatorServer(gs, server.New(coord))
+	pb.RegisterAdminServer(gs, server.NewAdmin(coord))
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
@@ -153,9 +169,27 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		gs.Stop()
 		return err
 	}
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	logger.Info("txcoord serving", "node", cfg.NodeID, "listen", lis.Addr().String(), "raft", cfg.Raft.Bind,
+	logger.Info("txcoord started", "node", cfg.NodeID, "listen", lis.Addr().String(), "raft", cfg.Raft.Bind,
 		"participants", len(parts), "gid_prefix", coord.GIDPrefix())
+	if !cfg.Raft.Bootstrap && len(cfg.Raft.Join) > 0 {
+		go joinCluster(ctx, cfg, advertise, logger)
+	}
+	// Health "" is SERVING while this node takes transactions (it leads and
+	// has recovered); followers answer NOT_SERVING and redirect clients.
+	go func() {
+		last := healthpb.HealthCheckResponse_NOT_SERVING
+		for ctx.Err() == nil {
+			want := healthpb.HealthCheckResponse_NOT_SERVING
+			if coord.Serving() == nil {
+				want = healthpb.HealthCheckResponse_SERVING
+			}
+			if want != last {
+				hs.SetServingStatus("", want)
+				last = want
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 
 	select {
 	case <-ctx.Done():
@@ -193,5 +227,32 @@ func failpointKnobs(fps map[string]string, logger *slog.Logger) coordinator.Test
 				select {} // never continue past a kill
 			}
 		},
+	}
+}
+
+// joinCluster asks the nodes in raft.join to add this node as a voter,
+// following leader redirects, with backoff, until it is in or ctx ends.
+func joinCluster(ctx context.Context, cfg Config, advertise string, logger *slog.Logger) {
+	raftAddr := cfg.Raft.Advertise
+	if raftAddr == "" {
+		raftAddr = cfg.Raft.Bind
+	}
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		for _, addr := range cfg.Raft.Join {
+			actx, cancel := context.WithTimeout(ctx, 40*time.Second)
+			err := client.AddVoter(actx, addr, cfg.NodeID, raftAddr, advertise)
+			cancel()
+			if err == nil {
+				logger.Info("joined the cluster", "via", addr, "attempt", attempt)
+				return
+			}
+			logger.Warn("join failed; retrying", "via", addr, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
 }

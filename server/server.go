@@ -309,6 +309,11 @@ func toStatus(err error, txid string) error {
 		if errors.As(err, &ae) && ae.Participant != "" {
 			md["participant"] = ae.Participant
 		}
+		var nl *coordinator.NotLeaderError
+		if errors.As(err, &nl) && nl.LeaderAddr != "" {
+			md["leader"] = nl.LeaderAddr
+			md["leader_id"] = nl.LeaderID
+		}
 		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: wire.Domain, Metadata: md}); derr == nil {
 			st = d
 		}

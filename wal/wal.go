@@ -13,7 +13,9 @@ package wal
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +58,9 @@ const (
 	CmdDone
 	// CmdForget deletes done records (chosen by the leader after retention).
 	CmdForget
+	// CmdMember records a node's client-facing (gRPC) address, so every node
+	// can send clients to the leader. An empty address removes the node.
+	CmdMember
 )
 
 // Command is the payload of one Raft log entry.
@@ -67,6 +72,9 @@ type Command struct {
 	// Done and Forget: the transactions concerned, and the leader's time.
 	TxIDs []string `json:"x,omitempty"`
 	AtMs  int64    `json:"at,omitempty"`
+	// Member: node id and gRPC address.
+	NodeID string `json:"n,omitempty"`
+	Addr   string `json:"a,omitempty"`
 }
 
 // Encode serialises a command for raft.Apply.
@@ -126,9 +134,10 @@ type Entry struct {
 }
 
 var (
-	bucketTxns = []byte("txns")
-	bucketMeta = []byte("meta")
-	keyApplied = []byte("applied")
+	bucketTxns    = []byte("txns")
+	bucketMeta    = []byte("meta")
+	bucketMembers = []byte("members")
+	keyApplied    = []byte("applied")
 
 	// ErrCorrupt: the store's file is not a valid decision store.
 	ErrCorrupt = errors.New("decision store is corrupt")
@@ -183,6 +192,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketTxns); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketMembers); err != nil {
 			return err
 		}
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -247,7 +259,11 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 			if err != nil {
 				panic(fmt.Sprintf("wal: undecodable committed entry at index %d: %v", e.Index, err))
 			}
-			results[i] = applyOne(txns, cmd, e)
+			if cmd.Type == CmdMember {
+				results[i] = applyMember(tx.Bucket(bucketMembers), cmd)
+			} else {
+				results[i] = applyOne(txns, cmd, e)
+			}
 			applied = e.Index
 		}
 		var b [8]byte
@@ -296,6 +312,77 @@ func applyOne(txns *bolt.Bucket, cmd Command, e Entry) ApplyResult {
 		return ApplyResult{}
 	}
 	panic(fmt.Sprintf("wal: unknown command type %d at index %d", cmd.Type, e.Index))
+}
+
+func applyMember(b *bolt.Bucket, cmd Command) ApplyResult {
+	if cmd.NodeID == "" {
+		return ApplyResult{Err: fmt.Errorf("member: empty node id")}
+	}
+	var err error
+	if cmd.Addr == "" {
+		err = b.Delete([]byte(cmd.NodeID))
+	} else {
+		err = b.Put([]byte(cmd.NodeID), []byte(cmd.Addr))
+	}
+	if err != nil {
+		panic(fmt.Sprintf("wal: member %s: %v", cmd.NodeID, err))
+	}
+	return ApplyResult{}
+}
+
+// Members returns node id → gRPC address as replicated through the log.
+func (s *Store) Members() (map[string]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMembers)
+		if b == nil { // a store written before members existed
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Digest hashes the replicated content (records and members, not the
+// applied index) so that replicas can be compared at equal applied indexes.
+func (s *Store) Digest() (applied uint64, sum string, records int, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h := sha256.New()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
+		for _, name := range [][]byte{bucketTxns, bucketMembers} {
+			b := tx.Bucket(name)
+			if b == nil {
+				continue
+			}
+			h.Write(name)
+			if err := b.ForEach(func(k, v []byte) error {
+				if bytes.Equal(name, bucketTxns) {
+					records++
+				}
+				var n [4]byte
+				binary.BigEndian.PutUint32(n[:], uint32(len(k)))
+				h.Write(n[:])
+				h.Write(k)
+				binary.BigEndian.PutUint32(n[:], uint32(len(v)))
+				h.Write(n[:])
+				h.Write(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return applied, hex.EncodeToString(h.Sum(nil)), records, err
 }
 
 func get(txns *bolt.Bucket, id string) *Record {

@@ -142,3 +142,29 @@ func BenchmarkApplyBatch(b *testing.B) {
 		s.ApplyBatch(entries)
 	}
 }
+
+func TestMembersAndDigest(t *testing.T) {
+	a, b := open(t), open(t)
+	member := func(idx uint64, id, addr string) Entry {
+		return Entry{Index: idx, Data: Command{Type: CmdMember, NodeID: id, Addr: addr}.Encode()}
+	}
+	for _, s := range []*Store{a, b} {
+		s.ApplyBatch([]Entry{member(1, "n1", "127.0.0.1:7401"), member(2, "n2", "127.0.0.1:7402"), decide(3, "tx1", OutcomeCommit)})
+	}
+	m, err := a.Members()
+	if err != nil || len(m) != 2 || m["n2"] != "127.0.0.1:7402" {
+		t.Fatalf("members: %v %v", m, err)
+	}
+	ia, da, na, _ := a.Digest()
+	ib, db, _, _ := b.Digest()
+	if ia != 3 || ia != ib || da != db || na != 1 {
+		t.Fatalf("equal replicas differ: %d %s / %d %s", ia, da, ib, db)
+	}
+	b.ApplyBatch([]Entry{member(4, "n2", "")})
+	if m, _ := b.Members(); len(m) != 1 {
+		t.Fatalf("member not removed: %v", m)
+	}
+	if _, db2, _, _ := b.Digest(); db2 == da {
+		t.Fatal("digest did not change with the content")
+	}
+}
