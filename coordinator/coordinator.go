@@ -155,9 +155,9 @@ type Coordinator struct {
 	// readyTerm is the Raft term in which this node, as leader, finished
 	// recovery; it serves transactions only while leading that same term.
 	readyTerm atomic.Uint64
-	doneCh chan string // txids whose phase two finished, to be marked done
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	doneCh    chan string // txids whose phase two finished, to be marked done
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // New builds a Coordinator. Start must be called before it serves.
