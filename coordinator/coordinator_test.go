@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -457,5 +458,47 @@ func TestRecoverySkipsInFlight(t *testing.T) {
 	}
 	if rep.RolledBack != 0 {
 		t.Fatalf("scan rolled back an in-flight transaction: %+v", rep)
+	}
+}
+
+// Done decisions older than the retention are forgotten, and a Raft
+// snapshot lets the log be compacted: the store and the log stay bounded.
+func TestRetentionAndSnapshotCompaction(t *testing.T) {
+	var skew atomic.Int64 // added to the clock: the test moves time forward
+	h := newHarness(t, TestingKnobs{}, func(c *Config) { c.Retention = time.Minute })
+	h.c.mu.Lock()
+	h.c.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	h.c.mu.Unlock()
+	for i := 0; i < 20; i++ {
+		txid := h.begin(t, write("a"), write("b"))
+		if err := h.c.Commit(context.Background(), txid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		pending, _ := h.store.List(wal.Filter{NotDone: true})
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d decisions never marked done", len(pending))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.c.forgetOld()
+	if all, _ := h.store.List(wal.Filter{}); len(all) != 20 {
+		t.Fatalf("forgot records younger than the retention: %d left", len(all))
+	}
+	skew.Store(int64(2 * time.Minute))
+	h.c.forgetOld()
+	if all, _ := h.store.List(wal.Filter{}); len(all) != 0 {
+		t.Fatalf("%d records older than the retention kept", len(all))
+	}
+	if err := h.r.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if got := h.r.Stats()["last_snapshot_index"]; got == "0" || got == "" {
+		t.Fatalf("no snapshot taken: %s", got)
 	}
 }

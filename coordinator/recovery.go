@@ -344,19 +344,28 @@ func (c *Coordinator) inFlight(txid string) bool {
 	return ok
 }
 
-// forgetOld deletes done records older than the retention, in bounded batches.
+// forgetOld deletes done records older than the retention, in batches of
+// forgetBatch entries and at most forgetBatches batches per scan (so one
+// scan's Raft traffic is bounded; a backlog drains over a few scans).
 func (c *Coordinator) forgetOld() {
+	const forgetBatch, forgetBatches = 1024, 64
 	cutoff := c.now().Add(-c.cfg.Retention).UnixMilli()
-	recs, err := c.store.List(wal.Filter{DoneBeforeMs: cutoff, Limit: 1024})
-	if err != nil || len(recs) == 0 {
-		return
-	}
-	ids := make([]string, len(recs))
-	for i, r := range recs {
-		ids[i] = r.TxID
-	}
-	f := c.raft.Apply(wal.Command{Type: wal.CmdForget, TxIDs: ids}.Encode(), c.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
-		c.log.Warn("forget old decisions", "count", len(ids), "err", err)
+	for i := 0; i < forgetBatches; i++ {
+		recs, err := c.store.List(wal.Filter{DoneBeforeMs: cutoff, Limit: forgetBatch})
+		if err != nil || len(recs) == 0 {
+			return
+		}
+		ids := make([]string, len(recs))
+		for i, r := range recs {
+			ids[i] = r.TxID
+		}
+		f := c.raft.Apply(wal.Command{Type: wal.CmdForget, TxIDs: ids}.Encode(), c.cfg.ApplyTimeout)
+		if err := f.Error(); err != nil {
+			c.log.Warn("forget old decisions", "count", len(ids), "err", err)
+			return
+		}
+		if len(recs) < forgetBatch {
+			return
+		}
 	}
 }

@@ -137,6 +137,12 @@ var (
 	bucketTxns    = []byte("txns")
 	bucketMeta    = []byte("meta")
 	bucketMembers = []byte("members")
+	// Derived indexes, kept in the same bbolt transactions as the records:
+	// pending holds txids not done (recovery reads it every scan), doneIdx
+	// holds doneMs‖txid (forgetting reads the oldest first). Neither is
+	// part of the Digest: they follow from the records.
+	bucketPending = []byte("pending")
+	bucketDoneIdx = []byte("doneidx")
 	keyApplied    = []byte("applied")
 
 	// ErrCorrupt: the store's file is not a valid decision store.
@@ -194,8 +200,10 @@ func Open(path string, opts Options) (*Store, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketTxns); err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketMembers); err != nil {
-			return err
+		for _, b := range [][]byte{bucketMembers, bucketPending, bucketDoneIdx} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -245,7 +253,6 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 	defer s.mu.RUnlock()
 	results := make([]ApplyResult, len(entries))
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		txns := tx.Bucket(bucketTxns)
 		meta := tx.Bucket(bucketMeta)
 		applied := uint64(0)
 		if v := meta.Get(keyApplied); len(v) == 8 {
@@ -262,7 +269,7 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 			if cmd.Type == CmdMember {
 				results[i] = applyMember(tx.Bucket(bucketMembers), cmd)
 			} else {
-				results[i] = applyOne(txns, cmd, e)
+				results[i] = applyOne(tx, cmd, e)
 			}
 			applied = e.Index
 		}
@@ -278,7 +285,21 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 	return results
 }
 
-func applyOne(txns *bolt.Bucket, cmd Command, e Entry) ApplyResult {
+func doneKey(ms int64, id string) []byte {
+	k := make([]byte, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(ms))
+	copy(k[8:], id)
+	return k
+}
+
+func must(err error, what string) {
+	if err != nil {
+		panic(fmt.Sprintf("wal: %s: %v", what, err))
+	}
+}
+
+func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
+	txns, pending, doneIdx := tx.Bucket(bucketTxns), tx.Bucket(bucketPending), tx.Bucket(bucketDoneIdx)
 	switch cmd.Type {
 	case CmdDecide:
 		d := cmd.Decision
@@ -292,21 +313,23 @@ func applyOne(txns *bolt.Bucket, cmd Command, e Entry) ApplyResult {
 		rec.Term, rec.Index = e.Term, e.Index
 		rec.Done, rec.DoneMs = false, 0
 		put(txns, &rec)
+		must(pending.Put([]byte(rec.TxID), nil), "index pending")
 		return ApplyResult{Record: &rec}
 	case CmdDone:
 		for _, id := range cmd.TxIDs {
 			if r := get(txns, id); r != nil && !r.Done {
 				r.Done, r.DoneMs = true, cmd.AtMs
 				put(txns, r)
+				must(pending.Delete([]byte(id)), "unindex pending")
+				must(doneIdx.Put(doneKey(r.DoneMs, id), nil), "index done")
 			}
 		}
 		return ApplyResult{}
 	case CmdForget:
 		for _, id := range cmd.TxIDs {
 			if r := get(txns, id); r != nil && r.Done {
-				if err := txns.Delete([]byte(id)); err != nil {
-					panic(fmt.Sprintf("wal: delete %s: %v", id, err))
-				}
+				must(txns.Delete([]byte(id)), "delete "+id)
+				must(doneIdx.Delete(doneKey(r.DoneMs, id)), "unindex done")
 			}
 		}
 		return ApplyResult{}
@@ -436,7 +459,32 @@ func (s *Store) List(f Filter) ([]*Record, error) {
 	defer s.mu.RUnlock()
 	var out []*Record
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTxns).ForEach(func(k, v []byte) error {
+		txns := tx.Bucket(bucketTxns)
+		// The indexes answer the two frequent questions without a full scan.
+		if f.NotDone && f.DoneBeforeMs == 0 {
+			return tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+				if f.Limit > 0 && len(out) >= f.Limit {
+					return nil
+				}
+				if r := get(txns, string(k)); r != nil {
+					out = append(out, r)
+				}
+				return nil
+			})
+		}
+		if f.DoneBeforeMs != 0 && !f.NotDone {
+			c := tx.Bucket(bucketDoneIdx).Cursor()
+			for k, _ := c.First(); k != nil && len(k) > 8; k, _ = c.Next() {
+				if int64(binary.BigEndian.Uint64(k[:8])) >= f.DoneBeforeMs || (f.Limit > 0 && len(out) >= f.Limit) {
+					break
+				}
+				if r := get(txns, string(k[8:])); r != nil {
+					out = append(out, r)
+				}
+			}
+			return nil
+		}
+		return txns.ForEach(func(k, v []byte) error {
 			if f.Limit > 0 && len(out) >= f.Limit {
 				return nil
 			}

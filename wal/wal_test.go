@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -166,5 +167,49 @@ func TestMembersAndDigest(t *testing.T) {
 	}
 	if _, db2, _, _ := b.Digest(); db2 == da {
 		t.Fatal("digest did not change with the content")
+	}
+}
+
+// Under steady load with forgetting, the store stays bounded: what the
+// leader forgets (done before the retention cutoff) leaves the file's
+// records and both indexes.
+func TestForgettingBoundsTheStore(t *testing.T) {
+	s := open(t)
+	idx := uint64(0)
+	next := func() uint64 { idx++; return idx }
+	const perRound, rounds = 200, 20
+	for round := 0; round < rounds; round++ {
+		var entries []Entry
+		var ids []string
+		for i := 0; i < perRound; i++ {
+			id := fmt.Sprintf("r%03dtx%05d", round, i)
+			ids = append(ids, id)
+			entries = append(entries, decide(next(), id, OutcomeCommit))
+		}
+		entries = append(entries, Entry{Index: next(), Data: Command{Type: CmdDone, TxIDs: ids, AtMs: int64(round * 1000)}.Encode()})
+		s.ApplyBatch(entries)
+		// Retention of two rounds: forget what was done before round-2.
+		old, err := s.List(Filter{DoneBeforeMs: int64((round - 1) * 1000), Limit: 10 * perRound})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var forget []string
+		for _, r := range old {
+			forget = append(forget, r.TxID)
+		}
+		s.ApplyBatch([]Entry{{Index: next(), Data: Command{Type: CmdForget, TxIDs: forget}.Encode()}})
+		all, _ := s.List(Filter{})
+		if len(all) > 2*perRound {
+			t.Fatalf("round %d: %d records kept; retention should bound it to %d", round, len(all), 2*perRound)
+		}
+	}
+	pending, _ := s.List(Filter{NotDone: true})
+	if len(pending) != 0 {
+		t.Fatalf("%d records still pending", len(pending))
+	}
+	s.ApplyBatch([]Entry{decide(next(), "late", OutcomeCommit)})
+	pending, _ = s.List(Filter{NotDone: true})
+	if len(pending) != 1 || pending[0].TxID != "late" {
+		t.Fatalf("pending index: %+v", pending)
 	}
 }
