@@ -303,10 +303,13 @@ type TxOptions struct {
 	Timeout   time.Duration
 	Isolation Isolation
 	Labels    map[string]string
+	// IdempotencyKey (Run only): retrying a Run with the same key never
+	// applies it twice; see RunResult.Replayed.
+	IdempotencyKey string
 }
 
 func (o TxOptions) proto() *pb.TransactionOptions {
-	p := &pb.TransactionOptions{Isolation: o.Isolation, Labels: o.Labels}
+	p := &pb.TransactionOptions{Isolation: o.Isolation, Labels: o.Labels, IdempotencyKey: o.IdempotencyKey}
 	if o.Timeout > 0 {
 		p.Timeout = durationpb.New(o.Timeout)
 	}
@@ -398,14 +401,34 @@ type Step struct {
 // On pairs a participant with a statement for Run.
 func On(participant string, st Statement) Step { return Step{Participant: participant, Statement: st} }
 
-// Run executes the steps and commits, in one call. The error contract is
-// Commit's: a transport failure during Run is ErrOutcomeUnknown.
+// RunResult is what a one-shot Run returned.
+type RunResult struct {
+	TxID    string
+	Results []*Result
+	// Replayed: an earlier Run with the same idempotency key had committed;
+	// nothing was executed by this call and Results is empty.
+	Replayed bool
+}
+
+// Run executes the steps and commits, in one call, and returns the txid and
+// each statement's result. The error contract is Commit's: a transport
+// failure during Run is ErrOutcomeUnknown (with an idempotency key, simply
+// call Run again).
 func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string, []*Result, error) {
+	r, err := c.RunTx(ctx, opts, steps...)
+	if r == nil {
+		return "", nil, err
+	}
+	return r.TxID, r.Results, err
+}
+
+// RunTx is Run returning a RunResult (which tells a replay apart).
+func (c *Client) RunTx(ctx context.Context, opts TxOptions, steps ...Step) (*RunResult, error) {
 	req := &pb.RunRequest{Options: opts.proto()}
 	for _, s := range steps {
 		ps, err := s.Statement.proto(s.Participant)
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		req.Statements = append(req.Statements, ps)
 	}
@@ -416,7 +439,7 @@ func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string
 	for attempt := 1; ; attempt++ {
 		addr, rpc, _, derr := c.target()
 		if derr != nil {
-			return "", nil, derr
+			return nil, derr
 		}
 		resp, err = rpc.Run(ctx, req)
 		e := fromStatus(err, "", false)
@@ -436,15 +459,15 @@ func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string
 		e := fromStatus(err, "", true)
 		var ce *Error
 		if errors.As(e, &ce) {
-			return ce.TxID, nil, e
+			return &RunResult{TxID: ce.TxID}, e
 		}
-		return "", nil, e
+		return nil, e
 	}
 	out := make([]*Result, len(resp.Results))
 	for i, r := range resp.Results {
 		out[i] = resultFromProto(r)
 	}
-	return resp.Txid, out, nil
+	return &RunResult{TxID: resp.Txid, Results: out, Replayed: resp.Replayed}, nil
 }
 
 // Transaction is what GetTransaction reports.

@@ -74,6 +74,8 @@ type TxOptions struct {
 	Timeout   time.Duration
 	Isolation participants.Isolation
 	Labels    map[string]string
+	// IdempotencyKey (Run only) makes retries safe: see Run.
+	IdempotencyKey string
 }
 
 // Statement is one operation addressed to a participant.
@@ -148,6 +150,9 @@ type Coordinator struct {
 	recent map[string]*TxInfo
 	ring   []string // recent's insertion order, bounded by RecentFinished
 
+	// byKey reserves idempotency keys of Runs in flight (guarded by mu).
+	byKey map[string]bool
+
 	// marking holds txids whose phase two finished and whose done mark is
 	// queued but not yet applied: recovery leaves them alone (guarded by mu).
 	marking map[string]struct{}
@@ -171,7 +176,7 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 	c := &Coordinator{
 		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
 		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
-		active: map[string]*txn{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{},
+		active: map[string]*txn{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
 		doneCh: make(chan string, 4096), stop: make(chan struct{}),
 	}
 	for _, p := range parts {
@@ -642,9 +647,59 @@ func recordInfo(rec *wal.Record, c *Coordinator) *TxInfo {
 	return info
 }
 
+// ErrReplayed is returned by Run, with the earlier txid, when a transaction
+// with the same idempotency key already committed: nothing was executed.
+var ErrReplayed = errors.New("an earlier run with this idempotency key committed")
+
+// maxIdempotencyKey bounds keys kept in the decision log.
+const maxIdempotencyKey = 128
+
+// reserveKey claims an idempotency key for one Run. It returns the txid of
+// an earlier committed run with the key (replay), or waits while another
+// run with the key is in flight here, or reserves the key (release it when
+// done).
+func (c *Coordinator) reserveKey(ctx context.Context, key string) (replayTxID string, err error) {
+	for {
+		c.mu.Lock()
+		busy := c.byKey[key]
+		if !busy {
+			rec, err := c.store.ByIdempotencyKey(key)
+			if err != nil {
+				c.mu.Unlock()
+				return "", fmt.Errorf("%w: read decision store: %v", ErrUnavailable, err)
+			}
+			if rec != nil && rec.Outcome == wal.OutcomeCommit {
+				c.mu.Unlock()
+				return rec.TxID, nil
+			}
+			c.byKey[key] = true
+			c.mu.Unlock()
+			return "", nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: a run with this idempotency key is still in flight", ErrOutcomeUnknown)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Coordinator) releaseKey(key string) {
+	c.mu.Lock()
+	delete(c.byKey, key)
+	c.mu.Unlock()
+}
+
 // Run executes statements and commits, in one call. Statements run in order;
-// a failing one rolls everything back.
+// a failing one rolls everything back. With an idempotency key, a run whose
+// key already committed returns (earlier txid, nil, ErrReplayed) without
+// executing anything; such runs always log their decision (no one-phase
+// shortcut), so that a retry after a crash finds it.
 func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement) (string, []participants.Result, error) {
+	if len(opts.IdempotencyKey) > maxIdempotencyKey {
+		return "", nil, fieldErr("options.idempotency_key", "is %d bytes; at most %d", len(opts.IdempotencyKey), maxIdempotencyKey)
+	}
 	if len(stmts) == 0 {
 		return "", nil, fieldErr("statements", "is empty; give at least one statement")
 	}
@@ -655,6 +710,19 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 		if err := c.checkStatement(i, st); err != nil {
 			return "", nil, err
 		}
+	}
+	if key := opts.IdempotencyKey; key != "" {
+		if err := c.serving(); err != nil {
+			return "", nil, err
+		}
+		replay, err := c.reserveKey(ctx, key)
+		if err != nil {
+			return "", nil, err
+		}
+		if replay != "" {
+			return replay, nil, ErrReplayed
+		}
+		defer c.releaseKey(key)
 	}
 	txid, _, err := c.Begin(ctx, opts)
 	if err != nil {

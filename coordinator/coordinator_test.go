@@ -502,3 +502,41 @@ func TestRetentionAndSnapshotCompaction(t *testing.T) {
 		t.Fatalf("no snapshot taken: %s", got)
 	}
 }
+
+// A Run retried with the same idempotency key is applied once: the retry
+// returns the first txid with ErrReplayed and executes nothing. A keyed Run
+// with one participant still logs its decision (no one-phase shortcut), so
+// the retry can find it after a crash.
+func TestRunIdempotencyKey(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	ctx := context.Background()
+	opts := TxOptions{IdempotencyKey: "order-42"}
+	txid, _, err := h.c.Run(ctx, opts, []Statement{write("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := h.store.ByIdempotencyKey("order-42")
+	if rec == nil || rec.TxID != txid || rec.Outcome != wal.OutcomeCommit {
+		t.Fatalf("keyed one-participant run must log its decision: %+v", rec)
+	}
+	calls := len(h.parts[0].calls)
+	again, res, err := h.c.Run(ctx, opts, []Statement{write("a")})
+	if !errors.Is(err, ErrReplayed) || again != txid || res != nil {
+		t.Fatalf("retry: %s %v %v", again, res, err)
+	}
+	if len(h.parts[0].calls) != calls {
+		t.Fatalf("the retry reached the participant: %v", h.parts[0].calls[calls:])
+	}
+	// An aborted keyed run does not block a retry from running.
+	h.parts[1].voteNo = true
+	if _, _, err := h.c.Run(ctx, TxOptions{IdempotencyKey: "k2"}, []Statement{write("a"), write("b")}); !errors.Is(err, ErrAborted) {
+		t.Fatalf("want abort, got %v", err)
+	}
+	h.parts[1].voteNo = false
+	if _, _, err := h.c.Run(ctx, TxOptions{IdempotencyKey: "k2"}, []Statement{write("a"), write("b")}); err != nil {
+		t.Fatalf("retry after abort must run: %v", err)
+	}
+	if _, _, err := h.c.Run(ctx, TxOptions{IdempotencyKey: strings.Repeat("k", 129)}, []Statement{write("a")}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("oversized key: %v", err)
+	}
+}

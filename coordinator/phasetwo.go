@@ -63,7 +63,9 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 		c.finish(t, StateCommitted)
 		return nil
 	case 1:
-		return c.commitOnePhase(pctx, t, brs[0])
+		if t.opts.IdempotencyKey == "" {
+			return c.commitOnePhase(pctx, t, brs[0])
+		}
 	}
 
 	// Phase one: prepare all branches in parallel.
@@ -108,7 +110,7 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 
 	// The decision: durable on a Raft quorum before any COMMIT is sent.
 	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Labels: t.opts.Labels,
-		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli()}
+		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli(), IdempotencyKey: t.opts.IdempotencyKey}
 	applied, err := c.applyDecision(rec)
 	if err != nil {
 		if errors.Is(err, ErrOutcomeUnknown) {

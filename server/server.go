@@ -112,6 +112,9 @@ func (s *Server) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunResponse, 
 		stmts = append(stmts, st)
 	}
 	txid, results, err := s.c.Run(ctx, opts, stmts)
+	if errors.Is(err, coordinator.ErrReplayed) {
+		return &pb.RunResponse{Txid: txid, Outcome: pb.Outcome_COMMITTED, Replayed: true}, nil
+	}
 	if err != nil {
 		return nil, toStatus(err, txid)
 	}
@@ -148,6 +151,7 @@ func txOptions(o *pb.TransactionOptions) (coordinator.TxOptions, error) {
 		return opts, fieldErr("options.isolation", "unknown isolation level %d", o.Isolation)
 	}
 	opts.Labels = o.Labels
+	opts.IdempotencyKey = o.IdempotencyKey
 	return opts, nil
 }
 

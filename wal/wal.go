@@ -114,6 +114,8 @@ type Record struct {
 	DoneMs int64 `json:"dnm,omitempty"`
 	// Reason the transaction aborted, where one is known.
 	Reason string `json:"r,omitempty"`
+	// IdempotencyKey of a Run, indexed so a retry finds this decision.
+	IdempotencyKey string `json:"k,omitempty"`
 }
 
 // ApplyResult is what ApplyBatch returns for one entry (raft hands it back to
@@ -143,6 +145,7 @@ var (
 	// part of the Digest: they follow from the records.
 	bucketPending = []byte("pending")
 	bucketDoneIdx = []byte("doneidx")
+	bucketIdem    = []byte("idem") // idempotency key → txid
 	keyApplied    = []byte("applied")
 
 	// ErrCorrupt: the store's file is not a valid decision store.
@@ -200,7 +203,7 @@ func Open(path string, opts Options) (*Store, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketTxns); err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketMembers, bucketPending, bucketDoneIdx} {
+		for _, b := range [][]byte{bucketMembers, bucketPending, bucketDoneIdx, bucketIdem} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -314,6 +317,9 @@ func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 		rec.Done, rec.DoneMs = false, 0
 		put(txns, &rec)
 		must(pending.Put([]byte(rec.TxID), nil), "index pending")
+		if rec.IdempotencyKey != "" {
+			must(tx.Bucket(bucketIdem).Put([]byte(rec.IdempotencyKey), []byte(rec.TxID)), "index idempotency key")
+		}
 		return ApplyResult{Record: &rec}
 	case CmdDone:
 		for _, id := range cmd.TxIDs {
@@ -330,6 +336,9 @@ func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 			if r := get(txns, id); r != nil && r.Done {
 				must(txns.Delete([]byte(id)), "delete "+id)
 				must(doneIdx.Delete(doneKey(r.DoneMs, id)), "unindex done")
+				if k := r.IdempotencyKey; k != "" && string(tx.Bucket(bucketIdem).Get([]byte(k))) == id {
+					must(tx.Bucket(bucketIdem).Delete([]byte(k)), "unindex idempotency key")
+				}
 			}
 		}
 		return ApplyResult{}
@@ -439,6 +448,25 @@ func (s *Store) Get(txid string) (*Record, error) {
 	var r *Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		r = get(tx.Bucket(bucketTxns), txid)
+		return nil
+	})
+	return r, err
+}
+
+// ByIdempotencyKey returns the decision logged for a Run's idempotency key,
+// or nil.
+func (s *Store) ByIdempotencyKey(key string) (*Record, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var r *Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIdem)
+		if b == nil {
+			return nil
+		}
+		if id := b.Get([]byte(key)); id != nil {
+			r = get(tx.Bucket(bucketTxns), string(id))
+		}
 		return nil
 	})
 	return r, err

@@ -331,9 +331,14 @@ type TransactionOptions struct {
 	Isolation IsolationLevel       `protobuf:"varint,2,opt,name=isolation,proto3,enum=txcoord.v1.IsolationLevel" json:"isolation,omitempty"`
 	// Free-form labels shown by GetTransaction and txctl (at most 16, keys and
 	// values at most 128 bytes).
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Run only: a key (at most 128 bytes) that makes retries safe. If a
+	// transaction with this key committed (within the retention), Run returns
+	// its txid with replayed = true and executes nothing; if one is still
+	// running, Run waits for it. A key with no commit runs the statements.
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TransactionOptions) Reset() {
@@ -385,6 +390,13 @@ func (x *TransactionOptions) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *TransactionOptions) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 type BeginRequest struct {
@@ -1699,10 +1711,13 @@ func (x *RunRequest) GetStatements() []*Statement {
 }
 
 type RunResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Txid          string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
-	Outcome       Outcome                `protobuf:"varint,2,opt,name=outcome,proto3,enum=txcoord.v1.Outcome" json:"outcome,omitempty"`
-	Results       []*StatementResult     `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Txid    string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
+	Outcome Outcome                `protobuf:"varint,2,opt,name=outcome,proto3,enum=txcoord.v1.Outcome" json:"outcome,omitempty"`
+	Results []*StatementResult     `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// True when an earlier Run with the same idempotency key had committed:
+	// nothing was executed now and results are empty.
+	Replayed      bool `protobuf:"varint,4,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1758,16 +1773,24 @@ func (x *RunResponse) GetResults() []*StatementResult {
 	return nil
 }
 
+func (x *RunResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 var File_txcoord_v1_txcoord_proto protoreflect.FileDescriptor
 
 const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"\n" +
 	"\x18txcoord/v1/txcoord.proto\x12\n" +
-	"txcoord.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
+	"txcoord.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n" +
 	"\x12TransactionOptions\x123\n" +
 	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x128\n" +
 	"\tisolation\x18\x02 \x01(\x0e2\x1a.txcoord.v1.IsolationLevelR\tisolation\x12B\n" +
-	"\x06labels\x18\x03 \x03(\v2*.txcoord.v1.TransactionOptions.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x03 \x03(\v2*.txcoord.v1.TransactionOptions.LabelsEntryR\x06labels\x12'\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
@@ -1877,11 +1900,12 @@ const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"\aoptions\x18\x01 \x01(\v2\x1e.txcoord.v1.TransactionOptionsR\aoptions\x125\n" +
 	"\n" +
 	"statements\x18\x02 \x03(\v2\x15.txcoord.v1.StatementR\n" +
-	"statements\"\x87\x01\n" +
+	"statements\"\xa3\x01\n" +
 	"\vRunResponse\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\tR\x04txid\x12-\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x13.txcoord.v1.OutcomeR\aoutcome\x125\n" +
-	"\aresults\x18\x03 \x03(\v2\x1b.txcoord.v1.StatementResultR\aresults*l\n" +
+	"\aresults\x18\x03 \x03(\v2\x1b.txcoord.v1.StatementResultR\aresults\x12\x1a\n" +
+	"\breplayed\x18\x04 \x01(\bR\breplayed*l\n" +
 	"\x0eIsolationLevel\x12\x1f\n" +
 	"\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREAD_COMMITTED\x10\x01\x12\x13\n" +
