@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -226,8 +227,8 @@ func (c Config) Validate() error {
 		if !known {
 			errs = append(errs, fmt.Errorf("failpoint %q: known failpoints are %s", name, strings.Join(coordinator.Failpoints, ", ")))
 		}
-		if action != "kill" {
-			errs = append(errs, fmt.Errorf("failpoint %q action %q: the only action is kill", name, action))
+		if _, err := ParseFailpointAction(action); err != nil {
+			errs = append(errs, fmt.Errorf("failpoint %q: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -279,4 +280,19 @@ func (c Config) coordinatorConfig() coordinator.Config {
 		cc.PrepareTimeout = time.Duration(k.PrepareTimeout)
 	}
 	return cc
+}
+
+// ParseFailpointAction reads a failpoint action: "kill" (always) or
+// "kill@P" (with probability P in (0,1], e.g. kill@0.1). It returns P.
+func ParseFailpointAction(action string) (float64, error) {
+	if action == "kill" {
+		return 1, nil
+	}
+	if p, ok := strings.CutPrefix(action, "kill@"); ok {
+		v, err := strconv.ParseFloat(p, 64)
+		if err == nil && v > 0 && v <= 1 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("action %q: use kill or kill@P with 0 < P <= 1", action)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -218,10 +219,14 @@ func failpointKnobs(fps map[string]string, logger *slog.Logger) coordinator.Test
 	if len(fps) == 0 {
 		return coordinator.TestingKnobs{}
 	}
+	prob := map[string]float64{}
+	for name, action := range fps {
+		prob[name], _ = ParseFailpointAction(action) // validated with the config
+	}
 	return coordinator.TestingKnobs{
-		FailpointArmed: func(name string) bool { _, ok := fps[name]; return ok },
+		FailpointArmed: func(name string) bool { _, ok := prob[name]; return ok },
 		Failpoint: func(name string) {
-			if fps[name] == "kill" {
+			if p, ok := prob[name]; ok && rand.Float64() < p {
 				logger.Warn("failpoint: killing the process", "failpoint", name)
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {} // never continue past a kill

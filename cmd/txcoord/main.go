@@ -48,7 +48,7 @@ func main() {
 	dataDir := fs.String("data-dir", "", "data directory for the decision store (overrides config)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	fps := failpoints{}
-	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget); repeatable")
+	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill (or kill@P, probability P) SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget); repeatable")
 
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
 		fs.Usage()
