@@ -2,8 +2,12 @@ package client
 
 import (
 	"context"
+	"errors"
+	"io"
 
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 )
 
 // ClusterStatus is a node's view of the cluster (members, roles, indexes).
@@ -79,4 +83,137 @@ func AddVoter(ctx context.Context, addrs, id, raftAddr, grpcAddr string) error {
 	}
 	defer c.Close()
 	return c.AddVoter(ctx, id, raftAddr, grpcAddr)
+}
+
+// Operator calls (txctl). They run on the leader; the client follows
+// redirects.
+
+// ListTransactions lists transactions known to the leader.
+func (c *Client) ListTransactions(ctx context.Context, req *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
+	var out *pb.ListTransactionsResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.ListTransactions(ctx, req)
+		return fromStatus(err, "", false)
+	})
+	return out, err
+}
+
+// InDoubt returns the diff between the decision log and every participant.
+func (c *Client) InDoubt(ctx context.Context) (*pb.InDoubtResponse, error) {
+	var out *pb.InDoubtResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.InDoubt(ctx, &pb.InDoubtRequest{})
+		return fromStatus(err, "", false)
+	})
+	return out, err
+}
+
+// Recover runs one recovery pass (or plans it, with dryRun).
+func (c *Client) Recover(ctx context.Context, dryRun bool) (*pb.RecoverResponse, error) {
+	var out *pb.RecoverResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.Recover(ctx, &pb.RecoverRequest{DryRun: dryRun})
+		return fromStatus(err, "", false)
+	})
+	return out, err
+}
+
+// Resolve records a heuristic decision (see the Admin service).
+func (c *Client) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
+	var out *pb.ResolveResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.Resolve(ctx, req)
+		return fromStatus(err, req.GetTxid(), false)
+	})
+	return out, err
+}
+
+// ListAudit returns the audit trail and its verification.
+func (c *Client) ListAudit(ctx context.Context, limit uint32) (*pb.ListAuditResponse, error) {
+	var out *pb.ListAuditResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.ListAudit(ctx, &pb.ListAuditRequest{Limit: limit})
+		return fromStatus(err, "", false)
+	})
+	return out, err
+}
+
+// SaveSnapshot writes the current node's decision store to w.
+func (c *Client) SaveSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	_, _, admin, err := c.target()
+	if err != nil {
+		return 0, err
+	}
+	stream, err := admin.SaveSnapshot(ctx, &pb.SaveSnapshotRequest{})
+	if err != nil {
+		return 0, fromStatus(err, "", false)
+	}
+	var n int64
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fromStatus(err, "", false)
+		}
+		k, err := w.Write(chunk.GetData())
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// RestoreSnapshot uploads a saved decision store to the leader, which
+// installs it on the whole cluster. actor is recorded in the audit trail.
+func (c *Client) RestoreSnapshot(ctx context.Context, r io.Reader, actor string) (uint64, error) {
+	// Find the leader first: a stream cannot be replayed after a redirect.
+	if err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		st, err := admin.ClusterStatus(ctx, &pb.ClusterStatusRequest{})
+		if err != nil {
+			return fromStatus(err, "", false)
+		}
+		if st.State != "Leader" {
+			return &Error{Code: codes.Unavailable, Message: "not the leader", Leader: st.LeaderGrpcAddress, kind: ErrUnavailable}
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	_, _, admin, err := c.target()
+	if err != nil {
+		return 0, err
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, "txcoord-actor", actor)
+	stream, err := admin.RestoreSnapshot(ctx)
+	if err != nil {
+		return 0, fromStatus(err, "", false)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if err := stream.Send(&pb.SnapshotChunk{Data: append([]byte(nil), buf[:k]...)}); err != nil {
+				_, err = stream.CloseAndRecv()
+				return 0, fromStatus(err, "", false)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return 0, rerr
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return 0, fromStatus(err, "", false)
+	}
+	return resp.GetDecisions(), nil
 }

@@ -111,6 +111,7 @@ func (c *Coordinator) AddVoter(id, raftAddr, grpcAddr string) error {
 		return fmt.Errorf("%w: add voter %s: %v", ErrUnavailable, id, err)
 	}
 	c.log.Info("voter added", "node", id, "raft", raftAddr, "grpc", grpcAddr)
+	c.audit("MEMBER_ADD", fmt.Sprintf("voter %s raft=%s grpc=%s", id, raftAddr, grpcAddr), "admin-api")
 	return nil
 }
 
@@ -136,6 +137,9 @@ func (c *Coordinator) RemoveServer(id string) error {
 			return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
 		}
 		c.log.Info("server removed", "node", id)
+		if c.raft.State() == raft.Leader {
+			c.audit("MEMBER_REMOVE", "server "+id, "admin-api")
+		}
 	}
 	if c.raft.State() == raft.Leader {
 		if err := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {

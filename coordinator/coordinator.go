@@ -91,6 +91,7 @@ type BranchInfo struct {
 	State       BranchState
 	Vote        string
 	Error       string
+	Retries     int
 }
 
 // TxInfo describes a transaction for GetTransaction.
@@ -105,16 +106,32 @@ type TxInfo struct {
 	Error     string
 	// Presumed: the outcome comes from presumed abort (no commit record).
 	Presumed bool
+	// Heuristic: an operator set the outcome (txctl resolve).
+	Heuristic bool
+	Timeline  []TxEvent
 }
 
 type branch struct {
-	p     participants.Participant
-	b     participants.Branch // nil once released
-	gid   string
-	state BranchState
-	vote  participants.Vote
-	err   error
+	p       participants.Participant
+	b       participants.Branch // nil once released
+	gid     string
+	state   BranchState
+	vote    participants.Vote
+	err     error
+	retries int // failed phase-two attempts
 }
+
+// TxEvent is one step of a transaction's timeline (GetTransaction, txctl).
+type TxEvent struct {
+	At          time.Time
+	Event       string
+	Participant string
+	Detail      string
+}
+
+// maxTimeline bounds a transaction's timeline (a branch retrying for hours
+// must not grow it without end).
+const maxTimeline = 64
 
 type txn struct {
 	id       string
@@ -133,6 +150,23 @@ type txn struct {
 	statements int
 	err        error
 	timer      *time.Timer
+	timeline   []TxEvent
+}
+
+// note appends to the timeline; the caller holds t.mu.
+func (t *txn) note(now time.Time, event, participant, detail string) {
+	if len(t.timeline) >= maxTimeline {
+		t.timeline[len(t.timeline)-1] = TxEvent{At: now, Event: event, Participant: participant, Detail: "(timeline truncated) " + detail}
+		return
+	}
+	t.timeline = append(t.timeline, TxEvent{At: now, Event: event, Participant: participant, Detail: detail})
+}
+
+// event appends to the timeline, taking t.mu.
+func (c *Coordinator) event(t *txn, event, participant, detail string) {
+	t.mu.Lock()
+	t.note(c.now(), event, participant, detail)
+	t.mu.Unlock()
 }
 
 // Coordinator drives transactions on the Raft leader. Safe for concurrent use.
@@ -297,6 +331,7 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 		id: c.newTxID(), opts: opts, created: now, deadline: now.Add(opts.Timeout),
 		state: StateActive, branches: map[string]*branch{},
 	}
+	t.note(now, "BEGIN", "", fmt.Sprintf("timeout %s, isolation %s", opts.Timeout, opts.Isolation))
 	c.mu.Lock()
 	if len(c.active) >= c.cfg.MaxActive {
 		c.mu.Unlock()
@@ -440,6 +475,7 @@ func (c *Coordinator) execLocked(ctx context.Context, t *txn, st Statement) (par
 		}
 		br = &branch{p: p, b: b, gid: gid, state: BranchActive}
 		t.mu.Lock()
+		t.note(c.now(), "BRANCH_OPENED", st.Participant, gid)
 		t.branches[st.Participant] = br
 		t.order = append(t.order, st.Participant)
 		t.mu.Unlock()
@@ -448,6 +484,7 @@ func (c *Coordinator) execLocked(ctx context.Context, t *txn, st Statement) (par
 	if err != nil {
 		t.mu.Lock()
 		br.state, br.err = BranchFailed, err
+		t.note(c.now(), "STATEMENT_FAILED", st.Participant, err.Error())
 		t.mu.Unlock()
 		return participants.Result{}, c.abortLocked(t, st.Participant, err)
 	}
@@ -498,6 +535,7 @@ func (c *Coordinator) onTimeout(t *txn) {
 		return
 	}
 	c.log.Info("transaction timed out; rolling back", "txid", t.id, "timeout", t.opts.Timeout)
+	c.event(t, "TIMEOUT", "", t.opts.Timeout.String())
 	c.abortLocked(t, "", fmt.Errorf("timed out after %s", t.opts.Timeout))
 }
 
@@ -512,6 +550,7 @@ func (c *Coordinator) abortLocked(t *txn, participant string, reason error) erro
 		t.err = &AbortError{TxID: t.id, Participant: participant, Reason: reason}
 	}
 	abortErr := t.err
+	t.note(c.now(), "ABORT", participant, reason.Error())
 	t.mu.Unlock()
 	c.rollbackBranches(t)
 	c.finish(t, StateAborted)
@@ -563,9 +602,10 @@ func (c *Coordinator) info(t *txn) *TxInfo {
 	if t.err != nil {
 		info.Error = t.err.Error()
 	}
+	info.Timeline = append([]TxEvent(nil), t.timeline...)
 	for _, name := range t.order {
 		br := t.branches[name]
-		bi := BranchInfo{Participant: name, GID: br.gid, State: br.state}
+		bi := BranchInfo{Participant: name, GID: br.gid, State: br.state, Retries: br.retries}
 		if br.state != BranchActive && br.state != BranchFailed {
 			bi.Vote = br.vote.String()
 		}
@@ -602,7 +642,7 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 	if rec != nil {
 		info := recordInfo(rec, c)
 		if recent != nil {
-			info.Branches, info.Labels, info.Deadline = recent.Branches, recent.Labels, recent.Deadline
+			info.Branches, info.Labels, info.Deadline, info.Timeline = recent.Branches, recent.Labels, recent.Deadline, recent.Timeline
 			if info.Error == "" {
 				info.Error = recent.Error
 			}
@@ -623,7 +663,7 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 }
 
 func recordInfo(rec *wal.Record, c *Coordinator) *TxInfo {
-	info := &TxInfo{TxID: rec.TxID, Labels: rec.Labels, CreatedAt: time.UnixMilli(rec.CreatedMs), Error: rec.Reason}
+	info := &TxInfo{TxID: rec.TxID, Labels: rec.Labels, CreatedAt: time.UnixMilli(rec.CreatedMs), Error: rec.Reason, Heuristic: rec.Heuristic}
 	committed := rec.Outcome == wal.OutcomeCommit
 	switch {
 	case committed && rec.Done:

@@ -47,6 +47,7 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 		return c.abortLocked(t, "", fmt.Errorf("timed out after %s before commit", t.opts.Timeout))
 	}
 	t.state = StatePreparing
+	t.note(c.now(), "COMMIT_REQUESTED", "", fmt.Sprintf("%d branches", len(t.order)))
 	brs := make([]*branch, 0, len(t.order))
 	for _, name := range t.order {
 		brs = append(brs, t.branches[name])
@@ -78,6 +79,11 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			br.vote, br.err = vote, err
+			detail := vote.String()
+			if err != nil {
+				detail += ": " + err.Error()
+			}
+			t.note(c.now(), "VOTE", br.p.Name(), detail)
 			switch {
 			case err == nil && vote == participants.VoteYes:
 				br.state = BranchPrepared
@@ -117,6 +123,7 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 			c.log.Warn("decision outcome unknown; recovery will resolve it", "txid", t.id, "err", err)
 			t.mu.Lock()
 			t.err = err
+			t.note(c.now(), "OUTCOME_UNKNOWN", "", err.Error())
 			t.mu.Unlock()
 			c.finish(t, StateInDoubt)
 			return err
@@ -128,6 +135,7 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 	}
 	t.mu.Lock()
 	t.state = StateCommitting
+	t.note(c.now(), "DECISION", "", fmt.Sprintf("COMMIT logged at raft index %d term %d", applied.Index, applied.Term))
 	t.mu.Unlock()
 	c.failpoint(FailAfterDecision)
 
@@ -219,12 +227,14 @@ func (c *Coordinator) commitBranches(t *txn, brs []*branch, term uint64) {
 		}
 	}
 	commitOne := func(br *branch) {
-		err := c.retryPhaseTwo(br.p, br.gid, term, true)
+		err := c.retryPhaseTwo(br.p, br.gid, term, true, c.retryNoter(t, br))
 		t.mu.Lock()
 		if err == nil {
 			br.state = BranchCommitted
+			t.note(c.now(), "COMMITTED", br.p.Name(), "")
 		} else {
 			br.err = err
+			t.note(c.now(), "COMMIT_LEFT_TO_RECOVERY", br.p.Name(), err.Error())
 		}
 		t.mu.Unlock()
 	}
@@ -272,7 +282,7 @@ func (c *Coordinator) rollbackBranches(t *txn) {
 			mayBePrepared := br.state == BranchPrepared ||
 				(br.state == BranchFailed && errors.Is(br.err, participants.ErrAmbiguous))
 			if mayBePrepared {
-				if err := c.retryPhaseTwo(br.p, br.gid, 0, false); err != nil {
+				if err := c.retryPhaseTwo(br.p, br.gid, 0, false, c.retryNoter(t, br)); err != nil {
 					c.log.Warn("rollback left to recovery", "gid", br.gid, "err", err)
 					return
 				}
@@ -281,6 +291,7 @@ func (c *Coordinator) rollbackBranches(t *txn) {
 			if br.state != BranchFailed && br.state != BranchReadOnly {
 				br.state = BranchRolledBack
 			}
+			t.note(c.now(), "ROLLED_BACK", br.p.Name(), "")
 			t.mu.Unlock()
 		}(br)
 	}
@@ -294,7 +305,7 @@ var errNotLeading = errors.New("no longer the leader; the next leader recovers t
 // gid until the participant acknowledges, backing off exponentially between
 // RetryMin and RetryMax. It runs on a context the client cannot cancel and
 // gives up only when this node stops leading or the coordinator stops.
-func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term uint64, commit bool) error {
+func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term uint64, commit bool, onRetry func(error)) error {
 	backoff := c.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		if commit && !c.stillLeading(term) {
@@ -318,6 +329,9 @@ func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term
 			c.log.Error("committed branch is not prepared at its participant", "gid", gid, "participant", p.Name(), "err", err)
 			return err
 		}
+		if onRetry != nil {
+			onRetry(err)
+		}
 		c.log.Warn("phase two failed; retrying", "gid", gid, "participant", p.Name(), "commit", commit, "attempt", attempt, "backoff", backoff, "err", err)
 		select {
 		case <-time.After(backoff):
@@ -328,6 +342,16 @@ func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term
 		if backoff > c.cfg.RetryMax {
 			backoff = c.cfg.RetryMax
 		}
+	}
+}
+
+// retryNoter counts a branch's failed phase-two attempts on its timeline.
+func (c *Coordinator) retryNoter(t *txn, br *branch) func(error) {
+	return func(err error) {
+		t.mu.Lock()
+		br.retries++
+		t.note(c.now(), "RETRY", br.p.Name(), err.Error())
+		t.mu.Unlock()
 	}
 }
 

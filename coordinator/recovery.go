@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/participants"
 	"github.com/txcoord/txcoord/wal"
 )
 
@@ -186,61 +188,246 @@ func (c *Coordinator) scanLoop() {
 // is driven to completion; (b) every prepared branch with this cluster's
 // prefix that has no commit decision and is not in flight on this node is
 // rolled back (presumed abort, invariant 2). It first runs a Raft Barrier so
-// that every entry of earlier terms is applied before the log is read.
+// that every entry of earlier terms is applied before the log is read, and a
+// VerifyLeader before the first presumed-abort rollback.
 func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 	start := time.Now()
 	var rep RecoveryReport
-	if err := c.raft.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
-		return rep, fmt.Errorf("%w: barrier: %v", ErrUnavailable, err)
+	plan, err := c.RecoveryPass(ctx, false)
+	for _, a := range plan.Actions {
+		switch {
+		case a.Action != ActCommit && a.Action != ActRollBack:
+		case a.Err != nil:
+			rep.Left++
+		case a.Action == ActCommit:
+			rep.Committed++
+		default:
+			rep.RolledBack++
+		}
 	}
-	term := c.raft.CurrentTerm()
-	var errs []error
+	rep.Left += len(plan.Unreachable)
+	rep.Took = time.Since(start)
+	return rep, err
+}
 
-	// (a) decided, not done.
+// Action is what recovery does (or would do) about one branch.
+type Action int
+
+const (
+	ActCommit     Action = iota + 1 // the log says COMMIT
+	ActRollBack                     // abort decision, or presumed abort
+	ActLeftAlone                    // not this cluster's GID (invariant 6)
+	ActInProgress                   // in flight on this leader
+)
+
+func (a Action) String() string {
+	return [...]string{"", "WILL_COMMIT", "WILL_ROLL_BACK", "LEFT_ALONE", "IN_PROGRESS"}[a]
+}
+
+// RecoveryAction is one planned (and maybe executed) step.
+type RecoveryAction struct {
+	Participant string
+	GID         string
+	TxID        string // empty for a GID that is not ours
+	Ours        bool
+	Decision    string // COMMIT, ABORT or NONE
+	Heuristic   bool
+	Action      Action
+	Reason      string
+	PreparedAt  time.Time
+	Locks       []string
+	Err         error // set when executing it failed
+}
+
+// RecoveryPlan is a recovery pass: actions in order, the decided records
+// whose phase two is unfinished, and participants that could not be listed.
+type RecoveryPlan struct {
+	Actions     []RecoveryAction
+	Undone      []*wal.Record
+	Unreachable map[string]error
+}
+
+// Plan lists what recovery would do now without doing it. With foreign, it
+// also lists prepared branches that are not this cluster's (LEFT_ALONE), as
+// txctl in-doubt shows them.
+func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, error) {
+	plan := RecoveryPlan{Unreachable: map[string]error{}}
+	if err := c.raft.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
+		return plan, fmt.Errorf("%w: barrier: %v", ErrUnavailable, err)
+	}
+	seen := map[string]bool{}
 	recs, err := c.store.List(wal.Filter{NotDone: true})
 	if err != nil {
-		return rep, err
+		return plan, err
 	}
-	var done []string
 	for _, rec := range recs {
 		if c.inFlight(rec.TxID) || c.beingMarked(rec.TxID) {
 			continue
 		}
-		ok := true
+		plan.Undone = append(plan.Undone, rec)
 		for _, pname := range rec.Participants {
-			p, known := c.parts[pname]
-			if !known {
-				errs = append(errs, fmt.Errorf("txid %s: participant %q is not configured", rec.TxID, pname))
-				ok = false
-				rep.Left++
-				continue
-			}
-			gid := c.GID(rec.TxID, pname)
-			cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-			var err error
-			if rec.Outcome == wal.OutcomeCommit {
-				if !c.stillLeading(term) {
-					cancel()
-					return rep, errNotLeading
-				}
-				err = p.CommitPrepared(cctx, gid)
-			} else {
-				err = p.RollbackPrepared(cctx, gid)
-			}
-			cancel()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s %s: %w", rec.Outcome, gid, err))
-				ok = false
-				rep.Left++
-				continue
-			}
-			if rec.Outcome == wal.OutcomeCommit {
-				rep.Committed++
-			} else {
-				rep.RolledBack++
-			}
+			a := RecoveryAction{Participant: pname, GID: c.GID(rec.TxID, pname), TxID: rec.TxID, Ours: true,
+				Decision: rec.Outcome.String(), Heuristic: rec.Heuristic}
+			a.Action, a.Reason = decisionAction(rec)
+			seen[a.GID] = true
+			plan.Actions = append(plan.Actions, a)
 		}
-		if ok {
+	}
+
+	prefix := c.prefix
+	if foreign {
+		prefix = ""
+	}
+	type listing struct {
+		name     string
+		branches []participants.InDoubtBranch
+		err      error
+	}
+	results := make(chan listing, len(c.parts))
+	for name, p := range c.parts {
+		go func() {
+			lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+			defer cancel()
+			b, err := p.InDoubt(lctx, prefix)
+			results <- listing{name, b, err}
+		}()
+	}
+	var found []RecoveryAction
+	for range c.parts {
+		l := <-results
+		if l.err != nil {
+			plan.Unreachable[l.name] = l.err
+			continue
+		}
+		for _, b := range l.branches {
+			if seen[b.GID] {
+				continue
+			}
+			a := RecoveryAction{Participant: l.name, GID: b.GID, PreparedAt: b.PreparedAt, Locks: b.Locks, Decision: "NONE"}
+			txid, _, ok := c.ParseGID(b.GID)
+			switch {
+			case !ok:
+				a.Action, a.Reason = ActLeftAlone, "not this cluster's GID (prefix "+c.prefix+"): never touched"
+			case c.inFlight(txid):
+				a.TxID, a.Ours = txid, true
+				a.Action, a.Reason = ActInProgress, "the transaction is in flight on this leader"
+			default:
+				// In-flight is checked before the log: a transaction leaves
+				// the in-flight set only after its decision is applied.
+				a.TxID, a.Ours = txid, true
+				rec, err := c.store.Get(txid)
+				if err != nil {
+					return plan, err
+				}
+				if rec != nil {
+					a.Decision, a.Heuristic = rec.Outcome.String(), rec.Heuristic
+					a.Action, a.Reason = decisionAction(rec)
+				} else {
+					a.Action, a.Reason = ActRollBack, "no commit decision in the log: presumed abort"
+				}
+			}
+			found = append(found, a)
+		}
+	}
+	sort.Slice(found, func(i, j int) bool {
+		if found[i].Participant != found[j].Participant {
+			return found[i].Participant < found[j].Participant
+		}
+		return found[i].GID < found[j].GID
+	})
+	plan.Actions = append(plan.Actions, found...)
+	return plan, nil
+}
+
+func decisionAction(rec *wal.Record) (Action, string) {
+	how := fmt.Sprintf("the log says %s (raft index %d)", rec.Outcome, rec.Index)
+	if rec.Heuristic {
+		how = fmt.Sprintf("heuristic decision %s by an operator: %s", rec.Outcome, rec.Reason)
+	}
+	if rec.Outcome == wal.OutcomeCommit {
+		return ActCommit, how
+	}
+	return ActRollBack, how
+}
+
+// RecoveryPass plans one recovery pass and, unless dryRun, executes it:
+// commits and rollbacks on the participants, then done marks for the
+// decided records whose every branch acknowledged. Each action's Err says
+// how it went.
+func (c *Coordinator) RecoveryPass(ctx context.Context, dryRun bool) (RecoveryPlan, error) {
+	term := c.raft.CurrentTerm()
+	plan, err := c.Plan(ctx, false)
+	if err != nil || dryRun {
+		return plan, err
+	}
+	var errs []error
+	for name, uerr := range plan.Unreachable {
+		errs = append(errs, fmt.Errorf("list in-doubt on %q: %w", name, uerr))
+	}
+	verified := false
+	failed := map[string]bool{} // txids with a failed action
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	// One goroutine per participant; actions on one participant run in order.
+	byPart := map[string][]int{}
+	for i, a := range plan.Actions {
+		if a.Action == ActCommit || a.Action == ActRollBack {
+			byPart[a.Participant] = append(byPart[a.Participant], i)
+		}
+	}
+	for _, i := range flatten(byPart) {
+		if plan.Actions[i].Action == ActRollBack && plan.Actions[i].Decision == "NONE" && !verified {
+			// Fence presumed abort: only a leader confirmed by a quorum now
+			// may roll back a branch with no decision in its log (a deposed
+			// leader's log may lack a newer leader's decision; invariant 5).
+			// Every branch in the plan was listed before this check.
+			if err := c.raft.VerifyLeader().Error(); err != nil {
+				return plan, fmt.Errorf("%w: verify leader before presumed abort: %v", errNotLeading, err)
+			}
+			verified = true
+		}
+	}
+	if !c.stillLeading(term) {
+		return plan, errNotLeading
+	}
+	for pname, idxs := range byPart {
+		p, known := c.parts[pname]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range idxs {
+				a := &plan.Actions[i]
+				var err error
+				switch {
+				case !known:
+					err = fmt.Errorf("participant %q is not configured", pname)
+				case !c.stillLeading(term):
+					err = errNotLeading
+				default:
+					cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+					if a.Action == ActCommit {
+						err = p.CommitPrepared(cctx, a.GID)
+					} else {
+						err = p.RollbackPrepared(cctx, a.GID)
+					}
+					cancel()
+				}
+				mu.Lock()
+				a.Err = err
+				if err != nil {
+					failed[a.TxID] = true
+					errs = append(errs, fmt.Errorf("%s %s: %w", a.Action, a.GID, err))
+				} else if a.Decision == "NONE" {
+					c.log.Info("presumed abort: rolled back prepared branch", "gid", a.GID, "participant", pname)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	var done []string
+	for _, rec := range plan.Undone {
+		if !failed[rec.TxID] {
 			done = append(done, rec.TxID)
 		}
 	}
@@ -250,83 +437,15 @@ func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 			errs = append(errs, fmt.Errorf("mark done: %w", err))
 		}
 	}
+	return plan, errors.Join(errs...)
+}
 
-	// (b) prepared branches at participants, in parallel per participant.
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for name, p := range c.parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-			branches, err := p.InDoubt(lctx, c.prefix)
-			cancel()
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("list in-doubt on %q: %w", name, err))
-				rep.Left++
-				mu.Unlock()
-				return
-			}
-			for _, b := range branches {
-				txid, _, ok := c.ParseGID(b.GID)
-				if !ok {
-					continue // not ours (invariant 6)
-				}
-				// Order matters: check in-flight first, then the log. A
-				// transaction leaves the in-flight set only after its
-				// decision is applied, so a commit cannot slip between.
-				if c.inFlight(txid) {
-					continue
-				}
-				rec, err := c.store.Get(txid)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					continue
-				}
-				commit := rec != nil && rec.Outcome == wal.OutcomeCommit
-				if !c.stillLeading(term) {
-					return
-				}
-				if !commit {
-					// Fence presumed abort: only a leader confirmed by a
-					// quorum right now may roll back a branch that has no
-					// decision in its log (a deposed leader's log may lack
-					// a newer leader's decision; invariant 5).
-					if err := c.raft.VerifyLeader().Error(); err != nil {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("%w: verify leader before presumed abort: %v", errNotLeading, err))
-						mu.Unlock()
-						return
-					}
-				}
-				cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-				if commit {
-					err = p.CommitPrepared(cctx, b.GID)
-				} else {
-					err = p.RollbackPrepared(cctx, b.GID)
-				}
-				cancel()
-				mu.Lock()
-				switch {
-				case err != nil:
-					errs = append(errs, fmt.Errorf("resolve %s: %w", b.GID, err))
-					rep.Left++
-				case commit:
-					rep.Committed++
-				default:
-					rep.RolledBack++
-					c.log.Info("presumed abort: rolled back prepared branch", "gid", b.GID, "participant", name)
-				}
-				mu.Unlock()
-			}
-		}()
+func flatten(m map[string][]int) []int {
+	var out []int
+	for _, v := range m {
+		out = append(out, v...)
 	}
-	wg.Wait()
-	rep.Took = time.Since(start)
-	return rep, errors.Join(errs...)
+	return out
 }
 
 // beingMarked: phase two finished here and the done mark is on its way.

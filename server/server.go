@@ -247,7 +247,11 @@ var branchToProto = map[coordinator.BranchState]pb.BranchState{
 func txInfo(i *coordinator.TxInfo) *pb.Transaction {
 	t := &pb.Transaction{
 		Txid: i.TxID, State: stateToProto[i.State], Outcome: outcomeToProto[i.Outcome], Labels: i.Labels,
-		Error: i.Error, Presumed: i.Presumed,
+		Error: i.Error, Presumed: i.Presumed, Heuristic: i.Heuristic,
+	}
+	for _, e := range i.Timeline {
+		t.Timeline = append(t.Timeline, &pb.TransactionEvent{At: timestamppb.New(e.At), Event: e.Event,
+			Participant: e.Participant, Detail: e.Detail})
 	}
 	if !i.CreatedAt.IsZero() {
 		t.CreatedAt = timestamppb.New(i.CreatedAt)
@@ -257,7 +261,7 @@ func txInfo(i *coordinator.TxInfo) *pb.Transaction {
 	}
 	for _, b := range i.Branches {
 		t.Branches = append(t.Branches, &pb.Branch{Participant: b.Participant, Gid: b.GID,
-			State: branchToProto[b.State], Vote: b.Vote, Error: b.Error})
+			State: branchToProto[b.State], Vote: b.Vote, Error: b.Error, Retries: uint32(b.Retries)})
 	}
 	return t
 }
@@ -285,6 +289,8 @@ func toStatus(err error, txid string) error {
 		}
 	case errors.Is(err, coordinator.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, coordinator.ErrDecisionConflict):
+		code = codes.FailedPrecondition
 	case errors.Is(err, coordinator.ErrNotActive):
 		code, reason = codes.FailedPrecondition, wire.ReasonNotActive
 	case errors.Is(err, coordinator.ErrLimit):

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,6 +62,12 @@ const (
 	// CmdMember records a node's client-facing (gRPC) address, so every node
 	// can send clients to the leader. An empty address removes the node.
 	CmdMember
+	// CmdResolve records an operator's heuristic decision (Decision, with
+	// Heuristic set) and its audit entry. Without Force it never changes an
+	// existing, different decision (ApplyResult.Conflict reports that).
+	CmdResolve
+	// CmdAudit appends an audit entry (membership changes, restores...).
+	CmdAudit
 )
 
 // Command is the payload of one Raft log entry.
@@ -75,6 +82,9 @@ type Command struct {
 	// Member: node id and gRPC address.
 	NodeID string `json:"n,omitempty"`
 	Addr   string `json:"a,omitempty"`
+	// Resolve and Audit.
+	Force bool        `json:"f,omitempty"`
+	Audit *AuditEntry `json:"au,omitempty"`
 }
 
 // Encode serialises a command for raft.Apply.
@@ -116,6 +126,35 @@ type Record struct {
 	Reason string `json:"r,omitempty"`
 	// IdempotencyKey of a Run, indexed so a retry finds this decision.
 	IdempotencyKey string `json:"k,omitempty"`
+	// Heuristic: an operator set this outcome (txctl resolve).
+	Heuristic bool `json:"h,omitempty"`
+}
+
+// AuditEntry is one entry of the hash-chained audit trail. Apply assigns
+// Seq, PrevHash and Hash, so every replica computes the same chain.
+type AuditEntry struct {
+	Seq      uint64 `json:"seq"`
+	AtMs     int64  `json:"at"`
+	Actor    string `json:"actor,omitempty"`
+	Action   string `json:"action"`
+	TxID     string `json:"txid,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	PrevHash string `json:"prev"`
+	Hash     string `json:"hash"`
+}
+
+// ComputeHash is the entry's hash: sha256 over the previous hash and the
+// entry's fields (Hash itself excluded), so editing any stored entry breaks
+// the chain from there on.
+func (a AuditEntry) ComputeHash() string {
+	a.Hash = ""
+	b, err := json.Marshal(a)
+	if err != nil {
+		panic(fmt.Sprintf("wal: audit entry must encode: %v", err))
+	}
+	sum := sha256.Sum256(append([]byte(a.PrevHash), b...))
+	return hex.EncodeToString(sum[:])
 }
 
 // ApplyResult is what ApplyBatch returns for one entry (raft hands it back to
@@ -145,7 +184,8 @@ var (
 	// part of the Digest: they follow from the records.
 	bucketPending = []byte("pending")
 	bucketDoneIdx = []byte("doneidx")
-	bucketIdem    = []byte("idem") // idempotency key → txid
+	bucketIdem    = []byte("idem")  // idempotency key → txid
+	bucketAudit   = []byte("audit") // seq (8 bytes) → AuditEntry
 	keyApplied    = []byte("applied")
 
 	// ErrCorrupt: the store's file is not a valid decision store.
@@ -203,7 +243,7 @@ func Open(path string, opts Options) (*Store, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketTxns); err != nil {
 			return err
 		}
-		for _, b := range [][]byte{bucketMembers, bucketPending, bucketDoneIdx, bucketIdem} {
+		for _, b := range [][]byte{bucketMembers, bucketPending, bucketDoneIdx, bucketIdem, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -269,9 +309,18 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 			if err != nil {
 				panic(fmt.Sprintf("wal: undecodable committed entry at index %d: %v", e.Index, err))
 			}
-			if cmd.Type == CmdMember {
+			switch cmd.Type {
+			case CmdMember:
 				results[i] = applyMember(tx.Bucket(bucketMembers), cmd)
-			} else {
+			case CmdResolve:
+				results[i] = applyResolve(tx, cmd, e)
+			case CmdAudit:
+				if cmd.Audit == nil {
+					results[i] = ApplyResult{Err: errors.New("audit: empty entry")}
+				} else {
+					appendAudit(tx, *cmd.Audit)
+				}
+			default:
 				results[i] = applyOne(tx, cmd, e)
 			}
 			applied = e.Index
@@ -346,6 +395,96 @@ func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 	panic(fmt.Sprintf("wal: unknown command type %d at index %d", cmd.Type, e.Index))
 }
 
+// applyResolve: an operator's decision. A different existing decision wins
+// unless Force; a forced one replaces it, is marked heuristic and not done
+// (recovery drives the branches to it).
+func applyResolve(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
+	d := cmd.Decision
+	if d == nil || d.TxID == "" || (d.Outcome != OutcomeCommit && d.Outcome != OutcomeAbort) || cmd.Audit == nil {
+		return ApplyResult{Err: fmt.Errorf("resolve: malformed command")}
+	}
+	txns, pending := tx.Bucket(bucketTxns), tx.Bucket(bucketPending)
+	prev := get(txns, d.TxID)
+	if prev != nil && prev.Outcome != d.Outcome && !cmd.Force {
+		return ApplyResult{Record: prev, Conflict: true}
+	}
+	rec := *d
+	if prev != nil {
+		rec = *prev
+		rec.Outcome = d.Outcome
+		if prev.Done {
+			must(tx.Bucket(bucketDoneIdx).Delete(doneKey(prev.DoneMs, prev.TxID)), "unindex done")
+		}
+		for _, p := range d.Participants { // branches found since
+			if !slices.Contains(rec.Participants, p) {
+				rec.Participants = append(rec.Participants, p)
+			}
+		}
+	}
+	rec.Heuristic, rec.Reason = true, d.Reason
+	rec.Term, rec.Index = e.Term, e.Index
+	rec.Done, rec.DoneMs = false, 0
+	put(txns, &rec)
+	must(pending.Put([]byte(rec.TxID), nil), "index pending")
+	appendAudit(tx, *cmd.Audit)
+	return ApplyResult{Record: &rec, Conflict: prev != nil && prev.Outcome != d.Outcome}
+}
+
+func appendAudit(tx *bolt.Tx, a AuditEntry) {
+	b := tx.Bucket(bucketAudit)
+	a.PrevHash = ""
+	if k, v := b.Cursor().Last(); k != nil {
+		var last AuditEntry
+		must(json.Unmarshal(v, &last), "decode audit tail")
+		a.Seq, a.PrevHash = last.Seq+1, last.Hash
+	} else {
+		a.Seq = 1
+	}
+	a.Hash = a.ComputeHash()
+	v, err := json.Marshal(a)
+	must(err, "encode audit")
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], a.Seq)
+	must(b.Put(k[:], v), "put audit")
+}
+
+// Audit returns the audit trail, oldest first (the newest limit entries if
+// limit > 0), and verifies its hash chain over the whole trail: ok is false
+// at the first entry whose hash or link does not match (brokenAt, problem).
+func (s *Store) Audit(limit int) (entries []AuditEntry, ok bool, brokenAt uint64, problem string, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ok = true
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if b == nil {
+			return nil
+		}
+		prev := ""
+		return b.ForEach(func(k, v []byte) error {
+			var a AuditEntry
+			if jerr := json.Unmarshal(v, &a); jerr != nil {
+				if ok {
+					ok, brokenAt, problem = false, binary.BigEndian.Uint64(k), "undecodable entry"
+				}
+				return nil
+			}
+			if ok && a.PrevHash != prev {
+				ok, brokenAt, problem = false, a.Seq, "link to the previous entry does not match"
+			} else if ok && a.ComputeHash() != a.Hash {
+				ok, brokenAt, problem = false, a.Seq, "entry content does not match its hash (edited?)"
+			}
+			prev = a.Hash
+			entries = append(entries, a)
+			return nil
+		})
+	})
+	if limit > 0 && len(entries) > limit {
+		entries = entries[len(entries)-limit:]
+	}
+	return entries, ok, brokenAt, problem, err
+}
+
 func applyMember(b *bolt.Bucket, cmd Command) ApplyResult {
 	if cmd.NodeID == "" {
 		return ApplyResult{Err: fmt.Errorf("member: empty node id")}
@@ -390,7 +529,7 @@ func (s *Store) Digest() (applied uint64, sum string, records int, err error) {
 		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
 			applied = binary.BigEndian.Uint64(v)
 		}
-		for _, name := range [][]byte{bucketTxns, bucketMembers} {
+		for _, name := range [][]byte{bucketTxns, bucketMembers, bucketAudit} {
 			b := tx.Bucket(name)
 			if b == nil {
 				continue
@@ -610,4 +749,22 @@ func Equal(a, b *Store) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// PrepareRestore validates a snapshot file for a user restore and resets its
+// applied index to zero (the file may come from another log, whose indexes
+// mean nothing here). It returns the number of decision records.
+func PrepareRestore(path string) (int, error) {
+	s, err := Open(path, Options{OpenTimeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	var n int
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketTxns).Stats().KeyN
+		var zero [8]byte
+		return tx.Bucket(bucketMeta).Put(keyApplied, zero[:])
+	})
+	return n, err
 }

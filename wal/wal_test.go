@@ -2,11 +2,14 @@ package wal
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func open(t *testing.T) *Store {
@@ -211,5 +214,51 @@ func TestForgettingBoundsTheStore(t *testing.T) {
 	pending, _ = s.List(Filter{NotDone: true})
 	if len(pending) != 1 || pending[0].TxID != "late" {
 		t.Fatalf("pending index: %+v", pending)
+	}
+}
+
+func TestResolveAndAuditChain(t *testing.T) {
+	s := open(t)
+	s.ApplyBatch([]Entry{decide(1, "tx1", OutcomeCommit)})
+	resolve := func(idx uint64, id string, o Outcome, force bool) ApplyResult {
+		return s.ApplyBatch([]Entry{{Index: idx, Data: Command{Type: CmdResolve, Force: force,
+			Decision: &Record{TxID: id, Outcome: o, Participants: []string{"a"}, Reason: "restored from backup"},
+			Audit:    &AuditEntry{AtMs: int64(idx), Actor: "ops@host", Action: "RESOLVE", TxID: id, Reason: "restored from backup"}}.Encode()}})[0]
+	}
+	// Contradicting a logged decision without force is refused, and not audited.
+	if r := resolve(2, "tx1", OutcomeAbort, false); !r.Conflict || r.Record.Outcome != OutcomeCommit {
+		t.Fatalf("unforced contradiction: %+v", r)
+	}
+	if a, _, _, _, _ := s.Audit(0); len(a) != 0 {
+		t.Fatalf("refused resolve was audited: %+v", a)
+	}
+	if r := resolve(3, "tx2", OutcomeAbort, false); r.Conflict || !r.Record.Heuristic {
+		t.Fatalf("resolve of an undecided txid: %+v", r)
+	}
+	if r := resolve(4, "tx1", OutcomeAbort, true); r.Record.Outcome != OutcomeAbort || !r.Record.Heuristic || r.Record.Done {
+		t.Fatalf("forced resolve: %+v", r)
+	}
+	s.ApplyBatch([]Entry{{Index: 5, Data: Command{Type: CmdAudit, Audit: &AuditEntry{AtMs: 5, Action: "MEMBER_ADD", Detail: "n4"}}.Encode()}})
+	entries, ok, _, _, err := s.Audit(0)
+	if err != nil || !ok || len(entries) != 3 || entries[2].PrevHash != entries[1].Hash || entries[0].Seq != 1 {
+		t.Fatalf("audit chain: ok=%v %+v %v", ok, entries, err)
+	}
+	// Edit a stored entry behind the store's back: verification names it.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		k, v := b.Cursor().First()
+		k, v = b.Cursor().Seek(k)
+		var a AuditEntry
+		json.Unmarshal(v, &a)
+		a.Reason = "nothing to see here"
+		nv, _ := json.Marshal(a)
+		return b.Put(k, nv)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ok, at, problem, _ := s.Audit(0)
+	if ok || at != 1 || problem == "" {
+		t.Fatalf("tampering not detected: ok=%v at=%d %q", ok, at, problem)
 	}
 }

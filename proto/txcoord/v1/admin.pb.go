@@ -11,6 +11,7 @@ package txcoordv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -24,6 +25,1089 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PlannedAction int32
+
+const (
+	PlannedAction_PLANNED_ACTION_UNSPECIFIED PlannedAction = 0
+	PlannedAction_WILL_COMMIT                PlannedAction = 1 // the log says COMMIT (or a heuristic commit)
+	PlannedAction_WILL_ROLL_BACK             PlannedAction = 2 // no commit decision: presumed abort (or abort/heuristic rollback)
+	PlannedAction_LEFT_ALONE                 PlannedAction = 3 // not this cluster's GID
+	PlannedAction_IN_PROGRESS                PlannedAction = 4 // the transaction is in flight on the leader
+)
+
+// Enum value maps for PlannedAction.
+var (
+	PlannedAction_name = map[int32]string{
+		0: "PLANNED_ACTION_UNSPECIFIED",
+		1: "WILL_COMMIT",
+		2: "WILL_ROLL_BACK",
+		3: "LEFT_ALONE",
+		4: "IN_PROGRESS",
+	}
+	PlannedAction_value = map[string]int32{
+		"PLANNED_ACTION_UNSPECIFIED": 0,
+		"WILL_COMMIT":                1,
+		"WILL_ROLL_BACK":             2,
+		"LEFT_ALONE":                 3,
+		"IN_PROGRESS":                4,
+	}
+)
+
+func (x PlannedAction) Enum() *PlannedAction {
+	p := new(PlannedAction)
+	*p = x
+	return p
+}
+
+func (x PlannedAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlannedAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_txcoord_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (PlannedAction) Type() protoreflect.EnumType {
+	return &file_txcoord_v1_admin_proto_enumTypes[0]
+}
+
+func (x PlannedAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlannedAction.Descriptor instead.
+func (PlannedAction) EnumDescriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type ListTransactionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filters (all optional): state name (ACTIVE, PREPARING, COMMITTING,
+	// ABORTING, COMMITTED, ABORTED, IN_DOUBT), minimum age, participant,
+	// label "key=value".
+	State       string               `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	MinAge      *durationpb.Duration `protobuf:"bytes,2,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
+	Participant string               `protobuf:"bytes,3,opt,name=participant,proto3" json:"participant,omitempty"`
+	Label       string               `protobuf:"bytes,4,opt,name=label,proto3" json:"label,omitempty"`
+	// Sort: "age" (oldest first, default) or "txid".
+	Sort          string `protobuf:"bytes,5,opt,name=sort,proto3" json:"sort,omitempty"`
+	Limit         uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"` // default 100, at most 10000
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsRequest) Reset() {
+	*x = ListTransactionsRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsRequest) ProtoMessage() {}
+
+func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListTransactionsRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListTransactionsRequest) GetMinAge() *durationpb.Duration {
+	if x != nil {
+		return x.MinAge
+	}
+	return nil
+}
+
+func (x *ListTransactionsRequest) GetParticipant() string {
+	if x != nil {
+		return x.Participant
+	}
+	return ""
+}
+
+func (x *ListTransactionsRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *ListTransactionsRequest) GetSort() string {
+	if x != nil {
+		return x.Sort
+	}
+	return ""
+}
+
+func (x *ListTransactionsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListTransactionsResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Transactions []*Transaction         `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	// True when more matched than the limit.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsResponse) Reset() {
+	*x = ListTransactionsResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsResponse) ProtoMessage() {}
+
+func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+func (x *ListTransactionsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type InDoubtBranch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Participant   string                 `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
+	Gid           string                 `protobuf:"bytes,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	Txid          string                 `protobuf:"bytes,3,opt,name=txid,proto3" json:"txid,omitempty"` // empty when the GID is not ours
+	Ours          bool                   `protobuf:"varint,4,opt,name=ours,proto3" json:"ours,omitempty"`
+	Decision      string                 `protobuf:"bytes,5,opt,name=decision,proto3" json:"decision,omitempty"` // COMMIT, ABORT, NONE
+	Heuristic     bool                   `protobuf:"varint,6,opt,name=heuristic,proto3" json:"heuristic,omitempty"`
+	Action        PlannedAction          `protobuf:"varint,7,opt,name=action,proto3,enum=txcoord.v1.PlannedAction" json:"action,omitempty"`
+	Reason        string                 `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	PreparedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=prepared_at,json=preparedAt,proto3" json:"prepared_at,omitempty"`
+	Age           *durationpb.Duration   `protobuf:"bytes,10,opt,name=age,proto3" json:"age,omitempty"`
+	Locks         []string               `protobuf:"bytes,11,rep,name=locks,proto3" json:"locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InDoubtBranch) Reset() {
+	*x = InDoubtBranch{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InDoubtBranch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InDoubtBranch) ProtoMessage() {}
+
+func (x *InDoubtBranch) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InDoubtBranch.ProtoReflect.Descriptor instead.
+func (*InDoubtBranch) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InDoubtBranch) GetParticipant() string {
+	if x != nil {
+		return x.Participant
+	}
+	return ""
+}
+
+func (x *InDoubtBranch) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *InDoubtBranch) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *InDoubtBranch) GetOurs() bool {
+	if x != nil {
+		return x.Ours
+	}
+	return false
+}
+
+func (x *InDoubtBranch) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *InDoubtBranch) GetHeuristic() bool {
+	if x != nil {
+		return x.Heuristic
+	}
+	return false
+}
+
+func (x *InDoubtBranch) GetAction() PlannedAction {
+	if x != nil {
+		return x.Action
+	}
+	return PlannedAction_PLANNED_ACTION_UNSPECIFIED
+}
+
+func (x *InDoubtBranch) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *InDoubtBranch) GetPreparedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreparedAt
+	}
+	return nil
+}
+
+func (x *InDoubtBranch) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
+func (x *InDoubtBranch) GetLocks() []string {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+type InDoubtRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InDoubtRequest) Reset() {
+	*x = InDoubtRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InDoubtRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InDoubtRequest) ProtoMessage() {}
+
+func (x *InDoubtRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InDoubtRequest.ProtoReflect.Descriptor instead.
+func (*InDoubtRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+type InDoubtResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Branches []*InDoubtBranch       `protobuf:"bytes,1,rep,name=branches,proto3" json:"branches,omitempty"`
+	// Logged decisions whose phase two is not acknowledged yet.
+	Undone []*Transaction `protobuf:"bytes,2,rep,name=undone,proto3" json:"undone,omitempty"`
+	// Participants that could not be listed, with the error.
+	Unreachable   map[string]string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InDoubtResponse) Reset() {
+	*x = InDoubtResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InDoubtResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InDoubtResponse) ProtoMessage() {}
+
+func (x *InDoubtResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InDoubtResponse.ProtoReflect.Descriptor instead.
+func (*InDoubtResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *InDoubtResponse) GetBranches() []*InDoubtBranch {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *InDoubtResponse) GetUndone() []*Transaction {
+	if x != nil {
+		return x.Undone
+	}
+	return nil
+}
+
+func (x *InDoubtResponse) GetUnreachable() map[string]string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+type RecoverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DryRun        bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverRequest) Reset() {
+	*x = RecoverRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverRequest) ProtoMessage() {}
+
+func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
+func (*RecoverRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RecoverRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RecoveryAction struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Participant string                 `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
+	Gid         string                 `protobuf:"bytes,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	Txid        string                 `protobuf:"bytes,3,opt,name=txid,proto3" json:"txid,omitempty"`
+	Action      PlannedAction          `protobuf:"varint,4,opt,name=action,proto3,enum=txcoord.v1.PlannedAction" json:"action,omitempty"`
+	Reason      string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Empty on success (or in a dry run); the error otherwise.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveryAction) Reset() {
+	*x = RecoveryAction{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveryAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveryAction) ProtoMessage() {}
+
+func (x *RecoveryAction) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveryAction.ProtoReflect.Descriptor instead.
+func (*RecoveryAction) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RecoveryAction) GetParticipant() string {
+	if x != nil {
+		return x.Participant
+	}
+	return ""
+}
+
+func (x *RecoveryAction) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *RecoveryAction) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *RecoveryAction) GetAction() PlannedAction {
+	if x != nil {
+		return x.Action
+	}
+	return PlannedAction_PLANNED_ACTION_UNSPECIFIED
+}
+
+func (x *RecoveryAction) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RecoveryAction) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type RecoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actions       []*RecoveryAction      `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	Unreachable   map[string]string      `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverResponse) Reset() {
+	*x = RecoverResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverResponse) ProtoMessage() {}
+
+func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
+func (*RecoverResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RecoverResponse) GetActions() []*RecoveryAction {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *RecoverResponse) GetUnreachable() map[string]string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *RecoverResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ResolveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Txid  string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
+	// COMMITTED or ABORTED.
+	Outcome Outcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=txcoord.v1.Outcome" json:"outcome,omitempty"`
+	Reason  string  `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"` // required
+	Force   bool    `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	// Who asks (txctl sends the OS user and host).
+	Actor         string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRequest) Reset() {
+	*x = ResolveRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRequest) ProtoMessage() {}
+
+func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResolveRequest) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *ResolveRequest) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *ResolveRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResolveRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *ResolveRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type ResolveResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Transaction *Transaction           `protobuf:"bytes,1,opt,name=transaction,proto3" json:"transaction,omitempty"`
+	// The audit entry written.
+	Audit         *AuditEntry `protobuf:"bytes,2,opt,name=audit,proto3" json:"audit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveResponse) Reset() {
+	*x = ResolveResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveResponse) ProtoMessage() {}
+
+func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
+func (*ResolveResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResolveResponse) GetTransaction() *Transaction {
+	if x != nil {
+		return x.Transaction
+	}
+	return nil
+}
+
+func (x *ResolveResponse) GetAudit() *AuditEntry {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+type AuditEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Action        string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"` // e.g. RESOLVE, MEMBER_ADD, MEMBER_REMOVE, SNAPSHOT_RESTORE
+	Txid          string                 `protobuf:"bytes,5,opt,name=txid,proto3" json:"txid,omitempty"`
+	Detail        string                 `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	PrevHash      string                 `protobuf:"bytes,8,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
+	Hash          string                 `protobuf:"bytes,9,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AuditEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetPrevHash() string {
+	if x != nil {
+		return x.PrevHash
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+type ListAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"` // the newest N; default all (at most 10000)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Entries  []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Verified bool                   `protobuf:"varint,2,opt,name=verified,proto3" json:"verified,omitempty"`
+	// When not verified: the first entry whose hash does not match.
+	BrokenAtSeq   uint64 `protobuf:"varint,3,opt,name=broken_at_seq,json=brokenAtSeq,proto3" json:"broken_at_seq,omitempty"`
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+func (x *ListAuditResponse) GetBrokenAtSeq() uint64 {
+	if x != nil {
+		return x.BrokenAtSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     uint64                 `protobuf:"varint,1,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotResponse) Reset() {
+	*x = RestoreSnapshotResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RestoreSnapshotResponse) GetDecisions() uint64 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
 type ClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -32,7 +1116,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[0]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +1128,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[0]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +1141,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type Member struct {
@@ -75,7 +1159,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[1]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +1171,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[1]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +1184,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Member) GetId() string {
@@ -161,7 +1245,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[2]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +1257,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[2]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +1270,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -291,7 +1375,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[3]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +1387,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[3]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +1400,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -348,7 +1432,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[4]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +1444,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[4]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +1457,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type RemoveServerRequest struct {
@@ -385,7 +1469,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[5]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +1481,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[5]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +1494,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -428,7 +1512,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[6]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +1524,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[6]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +1537,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type TransferLeadershipRequest struct {
@@ -465,7 +1549,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[7]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +1561,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[7]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +1574,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -509,7 +1593,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[8]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +1605,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[8]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +1618,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransferLeadershipResponse) GetNewLeaderId() string {
@@ -552,7 +1636,7 @@ type StoreDigestRequest struct {
 
 func (x *StoreDigestRequest) Reset() {
 	*x = StoreDigestRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[9]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +1648,7 @@ func (x *StoreDigestRequest) String() string {
 func (*StoreDigestRequest) ProtoMessage() {}
 
 func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[9]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +1661,7 @@ func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestRequest.ProtoReflect.Descriptor instead.
 func (*StoreDigestRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type StoreDigestResponse struct {
@@ -592,7 +1676,7 @@ type StoreDigestResponse struct {
 
 func (x *StoreDigestResponse) Reset() {
 	*x = StoreDigestResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +1688,7 @@ func (x *StoreDigestResponse) String() string {
 func (*StoreDigestResponse) ProtoMessage() {}
 
 func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +1701,7 @@ func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestResponse.ProtoReflect.Descriptor instead.
 func (*StoreDigestResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StoreDigestResponse) GetNodeId() string {
@@ -653,7 +1737,87 @@ var File_txcoord_v1_admin_proto protoreflect.FileDescriptor
 const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16txcoord/v1/admin.proto\x12\n" +
-	"txcoord.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
+	"txcoord.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18txcoord/v1/txcoord.proto\"\xc5\x01\n" +
+	"\x17ListTransactionsRequest\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x122\n" +
+	"\amin_age\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12 \n" +
+	"\vparticipant\x18\x03 \x01(\tR\vparticipant\x12\x14\n" +
+	"\x05label\x18\x04 \x01(\tR\x05label\x12\x12\n" +
+	"\x04sort\x18\x05 \x01(\tR\x04sort\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\"u\n" +
+	"\x18ListTransactionsResponse\x12;\n" +
+	"\ftransactions\x18\x01 \x03(\v2\x17.txcoord.v1.TransactionR\ftransactions\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\xf0\x02\n" +
+	"\rInDoubtBranch\x12 \n" +
+	"\vparticipant\x18\x01 \x01(\tR\vparticipant\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\tR\x03gid\x12\x12\n" +
+	"\x04txid\x18\x03 \x01(\tR\x04txid\x12\x12\n" +
+	"\x04ours\x18\x04 \x01(\bR\x04ours\x12\x1a\n" +
+	"\bdecision\x18\x05 \x01(\tR\bdecision\x12\x1c\n" +
+	"\theuristic\x18\x06 \x01(\bR\theuristic\x121\n" +
+	"\x06action\x18\a \x01(\x0e2\x19.txcoord.v1.PlannedActionR\x06action\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12;\n" +
+	"\vprepared_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"preparedAt\x12+\n" +
+	"\x03age\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x14\n" +
+	"\x05locks\x18\v \x03(\tR\x05locks\"\x10\n" +
+	"\x0eInDoubtRequest\"\x89\x02\n" +
+	"\x0fInDoubtResponse\x125\n" +
+	"\bbranches\x18\x01 \x03(\v2\x19.txcoord.v1.InDoubtBranchR\bbranches\x12/\n" +
+	"\x06undone\x18\x02 \x03(\v2\x17.txcoord.v1.TransactionR\x06undone\x12N\n" +
+	"\vunreachable\x18\x03 \x03(\v2,.txcoord.v1.InDoubtResponse.UnreachableEntryR\vunreachable\x1a>\n" +
+	"\x10UnreachableEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\")\n" +
+	"\x0eRecoverRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xb9\x01\n" +
+	"\x0eRecoveryAction\x12 \n" +
+	"\vparticipant\x18\x01 \x01(\tR\vparticipant\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\tR\x03gid\x12\x12\n" +
+	"\x04txid\x18\x03 \x01(\tR\x04txid\x121\n" +
+	"\x06action\x18\x04 \x01(\x0e2\x19.txcoord.v1.PlannedActionR\x06action\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xf0\x01\n" +
+	"\x0fRecoverResponse\x124\n" +
+	"\aactions\x18\x01 \x03(\v2\x1a.txcoord.v1.RecoveryActionR\aactions\x12N\n" +
+	"\vunreachable\x18\x02 \x03(\v2,.txcoord.v1.RecoverResponse.UnreachableEntryR\vunreachable\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x1a>\n" +
+	"\x10UnreachableEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
+	"\x0eResolveRequest\x12\x12\n" +
+	"\x04txid\x18\x01 \x01(\tR\x04txid\x12-\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x13.txcoord.v1.OutcomeR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\x12\x14\n" +
+	"\x05actor\x18\x05 \x01(\tR\x05actor\"z\n" +
+	"\x0fResolveResponse\x129\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x17.txcoord.v1.TransactionR\vtransaction\x12,\n" +
+	"\x05audit\x18\x02 \x01(\v2\x16.txcoord.v1.AuditEntryR\x05audit\"\xed\x01\n" +
+	"\n" +
+	"AuditEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x12\n" +
+	"\x04txid\x18\x05 \x01(\tR\x04txid\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
+	"\tprev_hash\x18\b \x01(\tR\bprevHash\x12\x12\n" +
+	"\x04hash\x18\t \x01(\tR\x04hash\"(\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\"\x9f\x01\n" +
+	"\x11ListAuditResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.txcoord.v1.AuditEntryR\aentries\x12\x1a\n" +
+	"\bverified\x18\x02 \x01(\bR\bverified\x12\"\n" +
+	"\rbroken_at_seq\x18\x03 \x01(\x04R\vbrokenAtSeq\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\"\x15\n" +
+	"\x13SaveSnapshotRequest\"#\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"7\n" +
+	"\x17RestoreSnapshotResponse\x12\x1c\n" +
+	"\tdecisions\x18\x01 \x01(\x04R\tdecisions\"\x16\n" +
 	"\x14ClusterStatusRequest\"\x8e\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
@@ -693,13 +1857,27 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x18\n" +
-	"\arecords\x18\x04 \x01(\x04R\arecords2\xac\x03\n" +
+	"\arecords\x18\x04 \x01(\x04R\arecords*u\n" +
+	"\rPlannedAction\x12\x1e\n" +
+	"\x1aPLANNED_ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vWILL_COMMIT\x10\x01\x12\x12\n" +
+	"\x0eWILL_ROLL_BACK\x10\x02\x12\x0e\n" +
+	"\n" +
+	"LEFT_ALONE\x10\x03\x12\x0f\n" +
+	"\vIN_PROGRESS\x10\x042\xc4\a\n" +
 	"\x05Admin\x12T\n" +
 	"\rClusterStatus\x12 .txcoord.v1.ClusterStatusRequest\x1a!.txcoord.v1.ClusterStatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.txcoord.v1.AddVoterRequest\x1a\x1c.txcoord.v1.AddVoterResponse\x12Q\n" +
 	"\fRemoveServer\x12\x1f.txcoord.v1.RemoveServerRequest\x1a .txcoord.v1.RemoveServerResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.txcoord.v1.TransferLeadershipRequest\x1a&.txcoord.v1.TransferLeadershipResponse\x12N\n" +
-	"\vStoreDigest\x12\x1e.txcoord.v1.StoreDigestRequest\x1a\x1f.txcoord.v1.StoreDigestResponseB7Z5github.com/txcoord/txcoord/proto/txcoord/v1;txcoordv1b\x06proto3"
+	"\vStoreDigest\x12\x1e.txcoord.v1.StoreDigestRequest\x1a\x1f.txcoord.v1.StoreDigestResponse\x12]\n" +
+	"\x10ListTransactions\x12#.txcoord.v1.ListTransactionsRequest\x1a$.txcoord.v1.ListTransactionsResponse\x12B\n" +
+	"\aInDoubt\x12\x1a.txcoord.v1.InDoubtRequest\x1a\x1b.txcoord.v1.InDoubtResponse\x12B\n" +
+	"\aRecover\x12\x1a.txcoord.v1.RecoverRequest\x1a\x1b.txcoord.v1.RecoverResponse\x12B\n" +
+	"\aResolve\x12\x1a.txcoord.v1.ResolveRequest\x1a\x1b.txcoord.v1.ResolveResponse\x12H\n" +
+	"\tListAudit\x12\x1c.txcoord.v1.ListAuditRequest\x1a\x1d.txcoord.v1.ListAuditResponse\x12L\n" +
+	"\fSaveSnapshot\x12\x1f.txcoord.v1.SaveSnapshotRequest\x1a\x19.txcoord.v1.SnapshotChunk0\x01\x12S\n" +
+	"\x0fRestoreSnapshot\x12\x19.txcoord.v1.SnapshotChunk\x1a#.txcoord.v1.RestoreSnapshotResponse(\x01B7Z5github.com/txcoord/txcoord/proto/txcoord/v1;txcoordv1b\x06proto3"
 
 var (
 	file_txcoord_v1_admin_proto_rawDescOnce sync.Once
@@ -713,39 +1891,92 @@ func file_txcoord_v1_admin_proto_rawDescGZIP() []byte {
 	return file_txcoord_v1_admin_proto_rawDescData
 }
 
-var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_txcoord_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_txcoord_v1_admin_proto_goTypes = []any{
-	(*ClusterStatusRequest)(nil),       // 0: txcoord.v1.ClusterStatusRequest
-	(*Member)(nil),                     // 1: txcoord.v1.Member
-	(*ClusterStatusResponse)(nil),      // 2: txcoord.v1.ClusterStatusResponse
-	(*AddVoterRequest)(nil),            // 3: txcoord.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 4: txcoord.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 5: txcoord.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 6: txcoord.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 7: txcoord.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 8: txcoord.v1.TransferLeadershipResponse
-	(*StoreDigestRequest)(nil),         // 9: txcoord.v1.StoreDigestRequest
-	(*StoreDigestResponse)(nil),        // 10: txcoord.v1.StoreDigestResponse
-	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
+	(PlannedAction)(0),                 // 0: txcoord.v1.PlannedAction
+	(*ListTransactionsRequest)(nil),    // 1: txcoord.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 2: txcoord.v1.ListTransactionsResponse
+	(*InDoubtBranch)(nil),              // 3: txcoord.v1.InDoubtBranch
+	(*InDoubtRequest)(nil),             // 4: txcoord.v1.InDoubtRequest
+	(*InDoubtResponse)(nil),            // 5: txcoord.v1.InDoubtResponse
+	(*RecoverRequest)(nil),             // 6: txcoord.v1.RecoverRequest
+	(*RecoveryAction)(nil),             // 7: txcoord.v1.RecoveryAction
+	(*RecoverResponse)(nil),            // 8: txcoord.v1.RecoverResponse
+	(*ResolveRequest)(nil),             // 9: txcoord.v1.ResolveRequest
+	(*ResolveResponse)(nil),            // 10: txcoord.v1.ResolveResponse
+	(*AuditEntry)(nil),                 // 11: txcoord.v1.AuditEntry
+	(*ListAuditRequest)(nil),           // 12: txcoord.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 13: txcoord.v1.ListAuditResponse
+	(*SaveSnapshotRequest)(nil),        // 14: txcoord.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 15: txcoord.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 16: txcoord.v1.RestoreSnapshotResponse
+	(*ClusterStatusRequest)(nil),       // 17: txcoord.v1.ClusterStatusRequest
+	(*Member)(nil),                     // 18: txcoord.v1.Member
+	(*ClusterStatusResponse)(nil),      // 19: txcoord.v1.ClusterStatusResponse
+	(*AddVoterRequest)(nil),            // 20: txcoord.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 21: txcoord.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 22: txcoord.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 23: txcoord.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 24: txcoord.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 25: txcoord.v1.TransferLeadershipResponse
+	(*StoreDigestRequest)(nil),         // 26: txcoord.v1.StoreDigestRequest
+	(*StoreDigestResponse)(nil),        // 27: txcoord.v1.StoreDigestResponse
+	nil,                                // 28: txcoord.v1.InDoubtResponse.UnreachableEntry
+	nil,                                // 29: txcoord.v1.RecoverResponse.UnreachableEntry
+	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
+	(*Transaction)(nil),                // 31: txcoord.v1.Transaction
+	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
+	(Outcome)(0),                       // 33: txcoord.v1.Outcome
 }
 var file_txcoord_v1_admin_proto_depIdxs = []int32{
-	11, // 0: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
-	1,  // 1: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
-	0,  // 2: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
-	3,  // 3: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
-	5,  // 4: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
-	7,  // 5: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
-	9,  // 6: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
-	2,  // 7: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
-	4,  // 8: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
-	6,  // 9: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
-	8,  // 10: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
-	10, // 11: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	30, // 0: txcoord.v1.ListTransactionsRequest.min_age:type_name -> google.protobuf.Duration
+	31, // 1: txcoord.v1.ListTransactionsResponse.transactions:type_name -> txcoord.v1.Transaction
+	0,  // 2: txcoord.v1.InDoubtBranch.action:type_name -> txcoord.v1.PlannedAction
+	32, // 3: txcoord.v1.InDoubtBranch.prepared_at:type_name -> google.protobuf.Timestamp
+	30, // 4: txcoord.v1.InDoubtBranch.age:type_name -> google.protobuf.Duration
+	3,  // 5: txcoord.v1.InDoubtResponse.branches:type_name -> txcoord.v1.InDoubtBranch
+	31, // 6: txcoord.v1.InDoubtResponse.undone:type_name -> txcoord.v1.Transaction
+	28, // 7: txcoord.v1.InDoubtResponse.unreachable:type_name -> txcoord.v1.InDoubtResponse.UnreachableEntry
+	0,  // 8: txcoord.v1.RecoveryAction.action:type_name -> txcoord.v1.PlannedAction
+	7,  // 9: txcoord.v1.RecoverResponse.actions:type_name -> txcoord.v1.RecoveryAction
+	29, // 10: txcoord.v1.RecoverResponse.unreachable:type_name -> txcoord.v1.RecoverResponse.UnreachableEntry
+	33, // 11: txcoord.v1.ResolveRequest.outcome:type_name -> txcoord.v1.Outcome
+	31, // 12: txcoord.v1.ResolveResponse.transaction:type_name -> txcoord.v1.Transaction
+	11, // 13: txcoord.v1.ResolveResponse.audit:type_name -> txcoord.v1.AuditEntry
+	32, // 14: txcoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	11, // 15: txcoord.v1.ListAuditResponse.entries:type_name -> txcoord.v1.AuditEntry
+	32, // 16: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	18, // 17: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
+	17, // 18: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
+	20, // 19: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
+	22, // 20: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
+	24, // 21: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
+	26, // 22: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
+	1,  // 23: txcoord.v1.Admin.ListTransactions:input_type -> txcoord.v1.ListTransactionsRequest
+	4,  // 24: txcoord.v1.Admin.InDoubt:input_type -> txcoord.v1.InDoubtRequest
+	6,  // 25: txcoord.v1.Admin.Recover:input_type -> txcoord.v1.RecoverRequest
+	9,  // 26: txcoord.v1.Admin.Resolve:input_type -> txcoord.v1.ResolveRequest
+	12, // 27: txcoord.v1.Admin.ListAudit:input_type -> txcoord.v1.ListAuditRequest
+	14, // 28: txcoord.v1.Admin.SaveSnapshot:input_type -> txcoord.v1.SaveSnapshotRequest
+	15, // 29: txcoord.v1.Admin.RestoreSnapshot:input_type -> txcoord.v1.SnapshotChunk
+	19, // 30: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
+	21, // 31: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
+	23, // 32: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
+	25, // 33: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
+	27, // 34: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
+	2,  // 35: txcoord.v1.Admin.ListTransactions:output_type -> txcoord.v1.ListTransactionsResponse
+	5,  // 36: txcoord.v1.Admin.InDoubt:output_type -> txcoord.v1.InDoubtResponse
+	8,  // 37: txcoord.v1.Admin.Recover:output_type -> txcoord.v1.RecoverResponse
+	10, // 38: txcoord.v1.Admin.Resolve:output_type -> txcoord.v1.ResolveResponse
+	13, // 39: txcoord.v1.Admin.ListAudit:output_type -> txcoord.v1.ListAuditResponse
+	15, // 40: txcoord.v1.Admin.SaveSnapshot:output_type -> txcoord.v1.SnapshotChunk
+	16, // 41: txcoord.v1.Admin.RestoreSnapshot:output_type -> txcoord.v1.RestoreSnapshotResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_txcoord_v1_admin_proto_init() }
@@ -753,18 +1984,20 @@ func file_txcoord_v1_admin_proto_init() {
 	if File_txcoord_v1_admin_proto != nil {
 		return
 	}
+	file_txcoord_v1_txcoord_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_txcoord_v1_admin_proto_rawDesc), len(file_txcoord_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   11,
+			NumEnums:      1,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_txcoord_v1_admin_proto_goTypes,
 		DependencyIndexes: file_txcoord_v1_admin_proto_depIdxs,
+		EnumInfos:         file_txcoord_v1_admin_proto_enumTypes,
 		MessageInfos:      file_txcoord_v1_admin_proto_msgTypes,
 	}.Build()
 	File_txcoord_v1_admin_proto = out.File

@@ -26,6 +26,13 @@ const (
 	Admin_RemoveServer_FullMethodName       = "/txcoord.v1.Admin/RemoveServer"
 	Admin_TransferLeadership_FullMethodName = "/txcoord.v1.Admin/TransferLeadership"
 	Admin_StoreDigest_FullMethodName        = "/txcoord.v1.Admin/StoreDigest"
+	Admin_ListTransactions_FullMethodName   = "/txcoord.v1.Admin/ListTransactions"
+	Admin_InDoubt_FullMethodName            = "/txcoord.v1.Admin/InDoubt"
+	Admin_Recover_FullMethodName            = "/txcoord.v1.Admin/Recover"
+	Admin_Resolve_FullMethodName            = "/txcoord.v1.Admin/Resolve"
+	Admin_ListAudit_FullMethodName          = "/txcoord.v1.Admin/ListAudit"
+	Admin_SaveSnapshot_FullMethodName       = "/txcoord.v1.Admin/SaveSnapshot"
+	Admin_RestoreSnapshot_FullMethodName    = "/txcoord.v1.Admin/RestoreSnapshot"
 )
 
 // AdminClient is the client API for Admin service.
@@ -48,6 +55,28 @@ type AdminClient interface {
 	// StoreDigest hashes this node's decision store at its applied index, so
 	// replicas can be compared.
 	StoreDigest(ctx context.Context, in *StoreDigestRequest, opts ...grpc.CallOption) (*StoreDigestResponse, error)
+	// ListTransactions lists transactions known to the leader: active ones,
+	// recently finished ones and logged decisions, filtered and sorted.
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	// InDoubt diffs the decision log against every participant: each prepared
+	// branch (ours or not) with what recovery would do about it, and every
+	// decided-but-not-done decision.
+	InDoubt(ctx context.Context, in *InDoubtRequest, opts ...grpc.CallOption) (*InDoubtResponse, error)
+	// Recover runs (or, with dry_run, only plans) one recovery pass and
+	// reports each action with its reason and result.
+	Recover(ctx context.Context, in *RecoverRequest, opts ...grpc.CallOption) (*RecoverResponse, error)
+	// Resolve records a heuristic decision for a transaction the coordinator
+	// cannot resolve itself. It refuses to contradict a logged decision
+	// unless force is set. Every use is written to the audit trail.
+	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
+	// ListAudit returns the audit trail (oldest first) and whether its hash
+	// chain verifies.
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// SaveSnapshot streams a consistent copy of the decision store.
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// RestoreSnapshot replaces the cluster's decision state with a saved
+	// snapshot (through Raft, so every node gets it). Leader only.
+	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse], error)
 }
 
 type adminClient struct {
@@ -108,6 +137,88 @@ func (c *adminClient) StoreDigest(ctx context.Context, in *StoreDigestRequest, o
 	return out, nil
 }
 
+func (c *adminClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) InDoubt(ctx context.Context, in *InDoubtRequest, opts ...grpc.CallOption) (*InDoubtResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InDoubtResponse)
+	err := c.cc.Invoke(ctx, Admin_InDoubt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Recover(ctx context.Context, in *RecoverRequest, opts ...grpc.CallOption) (*RecoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverResponse)
+	err := c.cc.Invoke(ctx, Admin_Recover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveResponse)
+	err := c.cc.Invoke(ctx, Admin_Resolve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, Admin_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SaveSnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
+
+func (c *adminClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_RestoreSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotChunk, RestoreSnapshotResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RestoreSnapshotClient = grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -128,6 +239,28 @@ type AdminServer interface {
 	// StoreDigest hashes this node's decision store at its applied index, so
 	// replicas can be compared.
 	StoreDigest(context.Context, *StoreDigestRequest) (*StoreDigestResponse, error)
+	// ListTransactions lists transactions known to the leader: active ones,
+	// recently finished ones and logged decisions, filtered and sorted.
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	// InDoubt diffs the decision log against every participant: each prepared
+	// branch (ours or not) with what recovery would do about it, and every
+	// decided-but-not-done decision.
+	InDoubt(context.Context, *InDoubtRequest) (*InDoubtResponse, error)
+	// Recover runs (or, with dry_run, only plans) one recovery pass and
+	// reports each action with its reason and result.
+	Recover(context.Context, *RecoverRequest) (*RecoverResponse, error)
+	// Resolve records a heuristic decision for a transaction the coordinator
+	// cannot resolve itself. It refuses to contradict a logged decision
+	// unless force is set. Every use is written to the audit trail.
+	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
+	// ListAudit returns the audit trail (oldest first) and whether its hash
+	// chain verifies.
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// SaveSnapshot streams a consistent copy of the decision store.
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// RestoreSnapshot replaces the cluster's decision state with a saved
+	// snapshot (through Raft, so every node gets it). Leader only.
+	RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -152,6 +285,27 @@ func (UnimplementedAdminServer) TransferLeadership(context.Context, *TransferLea
 }
 func (UnimplementedAdminServer) StoreDigest(context.Context, *StoreDigestRequest) (*StoreDigestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StoreDigest not implemented")
+}
+func (UnimplementedAdminServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedAdminServer) InDoubt(context.Context, *InDoubtRequest) (*InDoubtResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InDoubt not implemented")
+}
+func (UnimplementedAdminServer) Recover(context.Context, *RecoverRequest) (*RecoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Recover not implemented")
+}
+func (UnimplementedAdminServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resolve not implemented")
+}
+func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
+}
+func (UnimplementedAdminServer) RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -264,6 +418,114 @@ func _Admin_StoreDigest_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_InDoubt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InDoubtRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).InDoubt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_InDoubt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).InDoubt(ctx, req.(*InDoubtRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Recover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Recover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Recover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Recover(ctx, req.(*RecoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Resolve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Resolve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Resolve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Resolve(ctx, req.(*ResolveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SaveSnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
+
+func _Admin_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServer).RestoreSnapshot(&grpc.GenericServerStream[SnapshotChunk, RestoreSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RestoreSnapshotServer = grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -291,7 +553,38 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "StoreDigest",
 			Handler:    _Admin_StoreDigest_Handler,
 		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _Admin_ListTransactions_Handler,
+		},
+		{
+			MethodName: "InDoubt",
+			Handler:    _Admin_InDoubt_Handler,
+		},
+		{
+			MethodName: "Recover",
+			Handler:    _Admin_Recover_Handler,
+		},
+		{
+			MethodName: "Resolve",
+			Handler:    _Admin_Resolve_Handler,
+		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _Admin_ListAudit_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _Admin_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreSnapshot",
+			Handler:       _Admin_RestoreSnapshot_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "txcoord/v1/admin.proto",
 }

@@ -1253,12 +1253,14 @@ func (x *ExecuteResponse) GetResult() *StatementResult {
 }
 
 type Branch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Participant   string                 `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
-	Gid           string                 `protobuf:"bytes,2,opt,name=gid,proto3" json:"gid,omitempty"`
-	State         BranchState            `protobuf:"varint,3,opt,name=state,proto3,enum=txcoord.v1.BranchState" json:"state,omitempty"`
-	Vote          string                 `protobuf:"bytes,4,opt,name=vote,proto3" json:"vote,omitempty"`
-	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Participant string                 `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
+	Gid         string                 `protobuf:"bytes,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	State       BranchState            `protobuf:"varint,3,opt,name=state,proto3,enum=txcoord.v1.BranchState" json:"state,omitempty"`
+	Vote        string                 `protobuf:"bytes,4,opt,name=vote,proto3" json:"vote,omitempty"`
+	Error       string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Phase-two attempts that failed before the participant acknowledged.
+	Retries       uint32 `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1328,6 +1330,13 @@ func (x *Branch) GetError() string {
 	return ""
 }
 
+func (x *Branch) GetRetries() uint32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
 type Transaction struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Txid      string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
@@ -1340,7 +1349,11 @@ type Transaction struct {
 	// Why the transaction aborted, when it did.
 	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
 	// True when the outcome comes from presumed abort (no record of a commit).
-	Presumed      bool `protobuf:"varint,9,opt,name=presumed,proto3" json:"presumed,omitempty"`
+	Presumed bool `protobuf:"varint,9,opt,name=presumed,proto3" json:"presumed,omitempty"`
+	// True when the outcome was set by an operator (txctl resolve).
+	Heuristic bool `protobuf:"varint,10,opt,name=heuristic,proto3" json:"heuristic,omitempty"`
+	// What happened, in order (in memory on the node that ran it).
+	Timeline      []*TransactionEvent `protobuf:"bytes,11,rep,name=timeline,proto3" json:"timeline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1438,6 +1451,88 @@ func (x *Transaction) GetPresumed() bool {
 	return false
 }
 
+func (x *Transaction) GetHeuristic() bool {
+	if x != nil {
+		return x.Heuristic
+	}
+	return false
+}
+
+func (x *Transaction) GetTimeline() []*TransactionEvent {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+type TransactionEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Event         string                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"` // BEGIN, BRANCH_OPENED, PREPARE, VOTE, DECISION, COMMIT_ACK, RETRY, ROLLBACK, TIMEOUT...
+	Participant   string                 `protobuf:"bytes,3,opt,name=participant,proto3" json:"participant,omitempty"`
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionEvent) Reset() {
+	*x = TransactionEvent{}
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionEvent) ProtoMessage() {}
+
+func (x *TransactionEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionEvent.ProtoReflect.Descriptor instead.
+func (*TransactionEvent) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TransactionEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *TransactionEvent) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *TransactionEvent) GetParticipant() string {
+	if x != nil {
+		return x.Participant
+	}
+	return ""
+}
+
+func (x *TransactionEvent) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type CommitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Txid          string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
@@ -1447,7 +1542,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[16]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1554,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[16]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1567,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{16}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitRequest) GetTxid() string {
@@ -1492,7 +1587,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[17]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1599,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[17]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1612,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{17}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CommitResponse) GetOutcome() Outcome {
@@ -1543,7 +1638,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[18]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1650,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[18]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1663,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{18}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RollbackRequest) GetTxid() string {
@@ -1586,7 +1681,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[19]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1693,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[19]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1706,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{19}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{20}
 }
 
 type GetTransactionRequest struct {
@@ -1623,7 +1718,7 @@ type GetTransactionRequest struct {
 
 func (x *GetTransactionRequest) Reset() {
 	*x = GetTransactionRequest{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[20]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1730,7 @@ func (x *GetTransactionRequest) String() string {
 func (*GetTransactionRequest) ProtoMessage() {}
 
 func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[20]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1743,7 @@ func (x *GetTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTransactionRequest.ProtoReflect.Descriptor instead.
 func (*GetTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{20}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetTransactionRequest) GetTxid() string {
@@ -1668,7 +1763,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[21]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1775,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[21]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1788,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{21}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunRequest) GetOptions() *TransactionOptions {
@@ -1724,7 +1819,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[22]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1831,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_txcoord_proto_msgTypes[22]
+	mi := &file_txcoord_v1_txcoord_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1844,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{22}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunResponse) GetTxid() string {
@@ -1864,13 +1959,14 @@ const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"\x04txid\x18\x01 \x01(\tR\x04txid\x123\n" +
 	"\tstatement\x18\x02 \x01(\v2\x15.txcoord.v1.StatementR\tstatement\"F\n" +
 	"\x0fExecuteResponse\x123\n" +
-	"\x06result\x18\x01 \x01(\v2\x1b.txcoord.v1.StatementResultR\x06result\"\x95\x01\n" +
+	"\x06result\x18\x01 \x01(\v2\x1b.txcoord.v1.StatementResultR\x06result\"\xaf\x01\n" +
 	"\x06Branch\x12 \n" +
 	"\vparticipant\x18\x01 \x01(\tR\vparticipant\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\tR\x03gid\x12-\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x17.txcoord.v1.BranchStateR\x05state\x12\x12\n" +
 	"\x04vote\x18\x04 \x01(\tR\x04vote\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xd1\x03\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
+	"\aretries\x18\x06 \x01(\rR\aretries\"\xa9\x04\n" +
 	"\vTransaction\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\tR\x04txid\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.txcoord.v1.TransactionStateR\x05state\x12-\n" +
@@ -1881,10 +1977,18 @@ const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x126\n" +
 	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x14\n" +
 	"\x05error\x18\b \x01(\tR\x05error\x12\x1a\n" +
-	"\bpresumed\x18\t \x01(\bR\bpresumed\x1a9\n" +
+	"\bpresumed\x18\t \x01(\bR\bpresumed\x12\x1c\n" +
+	"\theuristic\x18\n" +
+	" \x01(\bR\theuristic\x128\n" +
+	"\btimeline\x18\v \x03(\v2\x1c.txcoord.v1.TransactionEventR\btimeline\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\x10TransactionEvent\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\tR\x05event\x12 \n" +
+	"\vparticipant\x18\x03 \x01(\tR\vparticipant\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"#\n" +
 	"\rCommitRequest\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\tR\x04txid\"z\n" +
 	"\x0eCommitResponse\x12-\n" +
@@ -1957,7 +2061,7 @@ func file_txcoord_v1_txcoord_proto_rawDescGZIP() []byte {
 }
 
 var file_txcoord_v1_txcoord_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_txcoord_v1_txcoord_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_txcoord_v1_txcoord_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_txcoord_v1_txcoord_proto_goTypes = []any{
 	(IsolationLevel)(0),           // 0: txcoord.v1.IsolationLevel
 	(Outcome)(0),                  // 1: txcoord.v1.Outcome
@@ -1980,37 +2084,38 @@ var file_txcoord_v1_txcoord_proto_goTypes = []any{
 	(*ExecuteResponse)(nil),       // 18: txcoord.v1.ExecuteResponse
 	(*Branch)(nil),                // 19: txcoord.v1.Branch
 	(*Transaction)(nil),           // 20: txcoord.v1.Transaction
-	(*CommitRequest)(nil),         // 21: txcoord.v1.CommitRequest
-	(*CommitResponse)(nil),        // 22: txcoord.v1.CommitResponse
-	(*RollbackRequest)(nil),       // 23: txcoord.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 24: txcoord.v1.RollbackResponse
-	(*GetTransactionRequest)(nil), // 25: txcoord.v1.GetTransactionRequest
-	(*RunRequest)(nil),            // 26: txcoord.v1.RunRequest
-	(*RunResponse)(nil),           // 27: txcoord.v1.RunResponse
-	nil,                           // 28: txcoord.v1.TransactionOptions.LabelsEntry
-	nil,                           // 29: txcoord.v1.MapValue.FieldsEntry
-	nil,                           // 30: txcoord.v1.RecordOperation.VarsEntry
-	nil,                           // 31: txcoord.v1.Transaction.LabelsEntry
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*TransactionEvent)(nil),      // 21: txcoord.v1.TransactionEvent
+	(*CommitRequest)(nil),         // 22: txcoord.v1.CommitRequest
+	(*CommitResponse)(nil),        // 23: txcoord.v1.CommitResponse
+	(*RollbackRequest)(nil),       // 24: txcoord.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 25: txcoord.v1.RollbackResponse
+	(*GetTransactionRequest)(nil), // 26: txcoord.v1.GetTransactionRequest
+	(*RunRequest)(nil),            // 27: txcoord.v1.RunRequest
+	(*RunResponse)(nil),           // 28: txcoord.v1.RunResponse
+	nil,                           // 29: txcoord.v1.TransactionOptions.LabelsEntry
+	nil,                           // 30: txcoord.v1.MapValue.FieldsEntry
+	nil,                           // 31: txcoord.v1.RecordOperation.VarsEntry
+	nil,                           // 32: txcoord.v1.Transaction.LabelsEntry
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_txcoord_v1_txcoord_proto_depIdxs = []int32{
-	32, // 0: txcoord.v1.TransactionOptions.timeout:type_name -> google.protobuf.Duration
+	33, // 0: txcoord.v1.TransactionOptions.timeout:type_name -> google.protobuf.Duration
 	0,  // 1: txcoord.v1.TransactionOptions.isolation:type_name -> txcoord.v1.IsolationLevel
-	28, // 2: txcoord.v1.TransactionOptions.labels:type_name -> txcoord.v1.TransactionOptions.LabelsEntry
+	29, // 2: txcoord.v1.TransactionOptions.labels:type_name -> txcoord.v1.TransactionOptions.LabelsEntry
 	5,  // 3: txcoord.v1.BeginRequest.options:type_name -> txcoord.v1.TransactionOptions
-	33, // 4: txcoord.v1.BeginResponse.deadline:type_name -> google.protobuf.Timestamp
-	33, // 5: txcoord.v1.Value.time_value:type_name -> google.protobuf.Timestamp
+	34, // 4: txcoord.v1.BeginResponse.deadline:type_name -> google.protobuf.Timestamp
+	34, // 5: txcoord.v1.Value.time_value:type_name -> google.protobuf.Timestamp
 	9,  // 6: txcoord.v1.Value.list_value:type_name -> txcoord.v1.ListValue
 	10, // 7: txcoord.v1.Value.map_value:type_name -> txcoord.v1.MapValue
 	8,  // 8: txcoord.v1.ListValue.values:type_name -> txcoord.v1.Value
-	29, // 9: txcoord.v1.MapValue.fields:type_name -> txcoord.v1.MapValue.FieldsEntry
+	30, // 9: txcoord.v1.MapValue.fields:type_name -> txcoord.v1.MapValue.FieldsEntry
 	8,  // 10: txcoord.v1.SqlStatement.args:type_name -> txcoord.v1.Value
 	8,  // 11: txcoord.v1.RecordId.id:type_name -> txcoord.v1.Value
 	4,  // 12: txcoord.v1.RecordOperation.kind:type_name -> txcoord.v1.RecordOperation.Kind
 	12, // 13: txcoord.v1.RecordOperation.record:type_name -> txcoord.v1.RecordId
 	10, // 14: txcoord.v1.RecordOperation.content:type_name -> txcoord.v1.MapValue
-	30, // 15: txcoord.v1.RecordOperation.vars:type_name -> txcoord.v1.RecordOperation.VarsEntry
+	31, // 15: txcoord.v1.RecordOperation.vars:type_name -> txcoord.v1.RecordOperation.VarsEntry
 	11, // 16: txcoord.v1.Statement.sql:type_name -> txcoord.v1.SqlStatement
 	13, // 17: txcoord.v1.Statement.record:type_name -> txcoord.v1.RecordOperation
 	8,  // 18: txcoord.v1.Row.values:type_name -> txcoord.v1.Value
@@ -2021,34 +2126,36 @@ var file_txcoord_v1_txcoord_proto_depIdxs = []int32{
 	2,  // 23: txcoord.v1.Transaction.state:type_name -> txcoord.v1.TransactionState
 	1,  // 24: txcoord.v1.Transaction.outcome:type_name -> txcoord.v1.Outcome
 	19, // 25: txcoord.v1.Transaction.branches:type_name -> txcoord.v1.Branch
-	31, // 26: txcoord.v1.Transaction.labels:type_name -> txcoord.v1.Transaction.LabelsEntry
-	33, // 27: txcoord.v1.Transaction.created_at:type_name -> google.protobuf.Timestamp
-	33, // 28: txcoord.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 29: txcoord.v1.CommitResponse.outcome:type_name -> txcoord.v1.Outcome
-	20, // 30: txcoord.v1.CommitResponse.transaction:type_name -> txcoord.v1.Transaction
-	5,  // 31: txcoord.v1.RunRequest.options:type_name -> txcoord.v1.TransactionOptions
-	14, // 32: txcoord.v1.RunRequest.statements:type_name -> txcoord.v1.Statement
-	1,  // 33: txcoord.v1.RunResponse.outcome:type_name -> txcoord.v1.Outcome
-	16, // 34: txcoord.v1.RunResponse.results:type_name -> txcoord.v1.StatementResult
-	8,  // 35: txcoord.v1.MapValue.FieldsEntry.value:type_name -> txcoord.v1.Value
-	8,  // 36: txcoord.v1.RecordOperation.VarsEntry.value:type_name -> txcoord.v1.Value
-	6,  // 37: txcoord.v1.Coordinator.Begin:input_type -> txcoord.v1.BeginRequest
-	17, // 38: txcoord.v1.Coordinator.Execute:input_type -> txcoord.v1.ExecuteRequest
-	21, // 39: txcoord.v1.Coordinator.Commit:input_type -> txcoord.v1.CommitRequest
-	23, // 40: txcoord.v1.Coordinator.Rollback:input_type -> txcoord.v1.RollbackRequest
-	25, // 41: txcoord.v1.Coordinator.GetTransaction:input_type -> txcoord.v1.GetTransactionRequest
-	26, // 42: txcoord.v1.Coordinator.Run:input_type -> txcoord.v1.RunRequest
-	7,  // 43: txcoord.v1.Coordinator.Begin:output_type -> txcoord.v1.BeginResponse
-	18, // 44: txcoord.v1.Coordinator.Execute:output_type -> txcoord.v1.ExecuteResponse
-	22, // 45: txcoord.v1.Coordinator.Commit:output_type -> txcoord.v1.CommitResponse
-	24, // 46: txcoord.v1.Coordinator.Rollback:output_type -> txcoord.v1.RollbackResponse
-	20, // 47: txcoord.v1.Coordinator.GetTransaction:output_type -> txcoord.v1.Transaction
-	27, // 48: txcoord.v1.Coordinator.Run:output_type -> txcoord.v1.RunResponse
-	43, // [43:49] is the sub-list for method output_type
-	37, // [37:43] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	32, // 26: txcoord.v1.Transaction.labels:type_name -> txcoord.v1.Transaction.LabelsEntry
+	34, // 27: txcoord.v1.Transaction.created_at:type_name -> google.protobuf.Timestamp
+	34, // 28: txcoord.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	21, // 29: txcoord.v1.Transaction.timeline:type_name -> txcoord.v1.TransactionEvent
+	34, // 30: txcoord.v1.TransactionEvent.at:type_name -> google.protobuf.Timestamp
+	1,  // 31: txcoord.v1.CommitResponse.outcome:type_name -> txcoord.v1.Outcome
+	20, // 32: txcoord.v1.CommitResponse.transaction:type_name -> txcoord.v1.Transaction
+	5,  // 33: txcoord.v1.RunRequest.options:type_name -> txcoord.v1.TransactionOptions
+	14, // 34: txcoord.v1.RunRequest.statements:type_name -> txcoord.v1.Statement
+	1,  // 35: txcoord.v1.RunResponse.outcome:type_name -> txcoord.v1.Outcome
+	16, // 36: txcoord.v1.RunResponse.results:type_name -> txcoord.v1.StatementResult
+	8,  // 37: txcoord.v1.MapValue.FieldsEntry.value:type_name -> txcoord.v1.Value
+	8,  // 38: txcoord.v1.RecordOperation.VarsEntry.value:type_name -> txcoord.v1.Value
+	6,  // 39: txcoord.v1.Coordinator.Begin:input_type -> txcoord.v1.BeginRequest
+	17, // 40: txcoord.v1.Coordinator.Execute:input_type -> txcoord.v1.ExecuteRequest
+	22, // 41: txcoord.v1.Coordinator.Commit:input_type -> txcoord.v1.CommitRequest
+	24, // 42: txcoord.v1.Coordinator.Rollback:input_type -> txcoord.v1.RollbackRequest
+	26, // 43: txcoord.v1.Coordinator.GetTransaction:input_type -> txcoord.v1.GetTransactionRequest
+	27, // 44: txcoord.v1.Coordinator.Run:input_type -> txcoord.v1.RunRequest
+	7,  // 45: txcoord.v1.Coordinator.Begin:output_type -> txcoord.v1.BeginResponse
+	18, // 46: txcoord.v1.Coordinator.Execute:output_type -> txcoord.v1.ExecuteResponse
+	23, // 47: txcoord.v1.Coordinator.Commit:output_type -> txcoord.v1.CommitResponse
+	25, // 48: txcoord.v1.Coordinator.Rollback:output_type -> txcoord.v1.RollbackResponse
+	20, // 49: txcoord.v1.Coordinator.GetTransaction:output_type -> txcoord.v1.Transaction
+	28, // 50: txcoord.v1.Coordinator.Run:output_type -> txcoord.v1.RunResponse
+	45, // [45:51] is the sub-list for method output_type
+	39, // [39:45] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_txcoord_v1_txcoord_proto_init() }
@@ -2077,7 +2184,7 @@ func file_txcoord_v1_txcoord_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_txcoord_v1_txcoord_proto_rawDesc), len(file_txcoord_v1_txcoord_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,273 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/wal"
+)
+
+// Operator commands (txctl): listing, in-doubt diff, heuristic resolution,
+// the audit trail and snapshots of the decision store.
+
+// ErrDecisionConflict: a heuristic resolution would contradict a logged
+// decision and was not forced.
+var ErrDecisionConflict = errors.New("contradicts the logged decision")
+
+// TxFilter selects transactions for ListTransactions.
+type TxFilter struct {
+	State       string // a State name; empty for any
+	MinAge      time.Duration
+	Participant string
+	Label       string // key=value
+	Sort        string // "age" (default) or "txid"
+	Limit       int
+}
+
+// maxList bounds one listing.
+const maxList = 10000
+
+// ListTransactions lists active, recently finished and logged transactions
+// known to this node, filtered and sorted; truncated reports more matches.
+func (c *Coordinator) ListTransactions(f TxFilter) ([]*TxInfo, bool, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.Limit > maxList {
+		return nil, false, fieldErr("limit", "at most %d", maxList)
+	}
+	if f.Sort != "" && f.Sort != "age" && f.Sort != "txid" {
+		return nil, false, fieldErr("sort", "%q: use age or txid", f.Sort)
+	}
+	if f.State != "" {
+		known := false
+		for _, s := range AllStates {
+			known = known || s.String() == f.State
+		}
+		if !known {
+			return nil, false, fieldErr("state", "%q: use one of ACTIVE, PREPARING, COMMITTING, ABORTING, COMMITTED, ABORTED, IN_DOUBT", f.State)
+		}
+	}
+	var lk, lv string
+	if f.Label != "" {
+		var ok bool
+		if lk, lv, ok = strings.Cut(f.Label, "="); !ok {
+			return nil, false, fieldErr("label", "%q: want key=value", f.Label)
+		}
+	}
+	byID := map[string]*TxInfo{}
+	c.mu.Lock()
+	active := make([]*txn, 0, len(c.active))
+	for _, t := range c.active {
+		active = append(active, t)
+	}
+	for id, info := range c.recent {
+		byID[id] = info
+	}
+	c.mu.Unlock()
+	for _, t := range active {
+		byID[t.id] = c.info(t)
+	}
+	recs, err := c.store.List(wal.Filter{})
+	if err != nil {
+		return nil, false, err
+	}
+	for _, rec := range recs {
+		if _, ok := byID[rec.TxID]; !ok || rec.Heuristic {
+			byID[rec.TxID] = recordInfo(rec, c)
+		}
+	}
+	now := c.now()
+	var out []*TxInfo
+	for _, info := range byID {
+		if f.State != "" && info.State.String() != f.State {
+			continue
+		}
+		if f.MinAge > 0 && now.Sub(info.CreatedAt) < f.MinAge {
+			continue
+		}
+		if f.Participant != "" && !hasBranch(info, f.Participant) {
+			continue
+		}
+		if lk != "" && info.Labels[lk] != lv {
+			continue
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if f.Sort == "txid" || out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].TxID < out[j].TxID
+		}
+		return out[i].CreatedAt.Before(out[j].CreatedAt)
+	})
+	truncated := len(out) > f.Limit
+	if truncated {
+		out = out[:f.Limit]
+	}
+	return out, truncated, nil
+}
+
+func hasBranch(info *TxInfo, participant string) bool {
+	for _, b := range info.Branches {
+		if b.Participant == participant {
+			return true
+		}
+	}
+	return false
+}
+
+// Resolve records an operator's heuristic decision for txid and drives the
+// branches to it. It refuses (ErrDecisionConflict) to contradict a logged
+// decision unless force; every accepted use is in the audit trail.
+func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, reason, actor string, force bool) (*TxInfo, *wal.AuditEntry, error) {
+	if err := validateTxID(txid); err != nil {
+		return nil, nil, err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return nil, nil, fieldErr("reason", "is required: say why the coordinator's own recovery is overridden")
+	}
+	if actor == "" {
+		actor = "unknown"
+	}
+	if err := c.serving(); err != nil {
+		return nil, nil, err
+	}
+	if c.inFlight(txid) {
+		return nil, nil, fmt.Errorf("%w: %s is in flight on the leader; let it finish or time out", ErrNotActive, txid)
+	}
+	outcome := wal.OutcomeAbort
+	if commit {
+		outcome = wal.OutcomeCommit
+	}
+	// The participants that hold a prepared branch of txid now.
+	var parts []string
+	for name, p := range c.parts {
+		lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		bs, err := p.InDoubt(lctx, c.GID(txid, name))
+		cancel()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: list %q: %v", ErrUnavailable, name, err)
+		}
+		for _, b := range bs {
+			if b.GID == c.GID(txid, name) {
+				parts = append(parts, name)
+			}
+		}
+	}
+	sort.Strings(parts)
+	prev, err := c.store.Get(txid)
+	if err != nil {
+		return nil, nil, err
+	}
+	detail := fmt.Sprintf("heuristic %s; prepared on [%s]", outcome, strings.Join(parts, ","))
+	if prev != nil && prev.Outcome != outcome {
+		if !force {
+			return nil, nil, fmt.Errorf("%w: %s has a logged %s decision (raft index %d); resolving it %s needs --force",
+				ErrDecisionConflict, txid, prev.Outcome, prev.Index, outcome)
+		}
+		detail += fmt.Sprintf("; FORCED over the logged %s decision", prev.Outcome)
+	}
+	now := c.now().UnixMilli()
+	cmd := wal.Command{Type: wal.CmdResolve, Force: force,
+		Decision: &wal.Record{TxID: txid, Outcome: outcome, Participants: parts, Reason: reason, CreatedMs: txidTime(txid).UnixMilli(), DecidedMs: now},
+		Audit:    &wal.AuditEntry{AtMs: now, Actor: actor, Action: "RESOLVE", TxID: txid, Detail: detail, Reason: reason}}
+	f := c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		return nil, nil, fmt.Errorf("%w: log the resolution: %v", ErrOutcomeUnknown, err)
+	}
+	res := f.Response().(*wal.ApplyResult)
+	if res.Err != nil {
+		return nil, nil, res.Err
+	}
+	if res.Conflict && !force {
+		return nil, nil, fmt.Errorf("%w: %s was decided %s meanwhile", ErrDecisionConflict, txid, res.Record.Outcome)
+	}
+	c.log.Warn("heuristic resolution", "txid", txid, "outcome", outcome, "actor", actor, "force", force, "reason", reason)
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RecoveryStartupWait)
+	_, rerr := c.RecoveryPass(rctx, false)
+	cancel()
+	if rerr != nil {
+		c.log.Warn("recovery after resolution incomplete; the periodic scan retries", "txid", txid, "err", rerr)
+	}
+	info, err := c.GetTransaction(ctx, txid)
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, _, _, _, _ := c.store.Audit(1)
+	var entry *wal.AuditEntry
+	if len(entries) == 1 {
+		entry = &entries[0]
+	}
+	return info, entry, nil
+}
+
+// Audit returns the audit trail and whether its hash chain verifies.
+func (c *Coordinator) Audit(limit int) ([]wal.AuditEntry, bool, uint64, string, error) {
+	return c.store.Audit(limit)
+}
+
+// audit appends an entry through Raft (membership changes, restores).
+func (c *Coordinator) audit(action, detail, actor string) {
+	e := &wal.AuditEntry{AtMs: c.now().UnixMilli(), Actor: actor, Action: action, Detail: detail}
+	if err := c.raft.Apply(wal.Command{Type: wal.CmdAudit, Audit: e}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+		c.log.Warn("audit entry not logged", "action", action, "err", err)
+	}
+}
+
+// SaveSnapshot writes a consistent copy of this node's decision store.
+func (c *Coordinator) SaveSnapshot(w io.Writer) (int64, error) {
+	return c.store.WriteTo(w)
+}
+
+// RestoreSnapshot replaces the cluster's decision state with a snapshot
+// saved by SaveSnapshot, through Raft's user restore (every node installs
+// it). The snapshot is validated first, and its applied index reset, since
+// it may come from a log that is not this cluster's.
+func (c *Coordinator) RestoreSnapshot(r io.Reader, actor string) (int, error) {
+	if err := c.mustLead(); err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp("", "txcoord-restore")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "decisions.db")
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("receive snapshot: %w", err)
+	}
+	f.Close()
+	n, err := wal.PrepareRestore(path)
+	if err != nil {
+		return 0, fieldErr("snapshot", "not a valid decision store: %v", err)
+	}
+	in, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return 0, err
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: st.Size()}
+	if err := c.raft.Restore(meta, in, 2*time.Minute); err != nil {
+		return 0, fmt.Errorf("%w: raft restore: %v", ErrUnavailable, err)
+	}
+	c.audit("SNAPSHOT_RESTORE", fmt.Sprintf("%d decisions restored", n), actor)
+	c.log.Warn("decision store restored from a snapshot", "decisions", n, "actor", actor)
+	return n, nil
+}
