@@ -306,10 +306,16 @@ type TxOptions struct {
 	// IdempotencyKey (Run only): retrying a Run with the same key never
 	// applies it twice; see RunResult.Replayed.
 	IdempotencyKey string
+	// AckDecision: Commit/Run return once the decision is durable, before
+	// every participant applied it (reads right after may not see it yet).
+	AckDecision bool
 }
 
 func (o TxOptions) proto() *pb.TransactionOptions {
 	p := &pb.TransactionOptions{Isolation: o.Isolation, Labels: o.Labels, IdempotencyKey: o.IdempotencyKey}
+	if o.AckDecision {
+		p.Ack = pb.AckMode_ACK_DECISION
+	}
 	if o.Timeout > 0 {
 		p.Timeout = durationpb.New(o.Timeout)
 	}

@@ -76,6 +76,9 @@ type TxOptions struct {
 	Labels    map[string]string
 	// IdempotencyKey (Run only) makes retries safe: see Run.
 	IdempotencyKey string
+	// AckDecision: Commit returns once the commit decision is durable,
+	// without waiting for phase two (which goes on in the background).
+	AckDecision bool
 }
 
 // Statement is one operation addressed to a participant.

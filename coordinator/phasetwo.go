@@ -155,6 +155,9 @@ func (c *Coordinator) commitLocked(ctx context.Context, t *txn) error {
 		c.markDone(t.id)
 		c.finish(t, StateCommitted)
 	}()
+	if t.opts.AckDecision {
+		return nil
+	}
 	select {
 	case <-done:
 	case <-time.After(c.cfg.CommitReplyWait):

@@ -152,6 +152,7 @@ func txOptions(o *pb.TransactionOptions) (coordinator.TxOptions, error) {
 	}
 	opts.Labels = o.Labels
 	opts.IdempotencyKey = o.IdempotencyKey
+	opts.AckDecision = o.Ack == pb.AckMode_ACK_DECISION
 	return opts, nil
 }
 

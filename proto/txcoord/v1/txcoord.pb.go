@@ -78,6 +78,52 @@ func (IsolationLevel) EnumDescriptor() ([]byte, []int) {
 	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{0}
 }
 
+type AckMode int32
+
+const (
+	AckMode_ACK_APPLIED  AckMode = 0
+	AckMode_ACK_DECISION AckMode = 1
+)
+
+// Enum value maps for AckMode.
+var (
+	AckMode_name = map[int32]string{
+		0: "ACK_APPLIED",
+		1: "ACK_DECISION",
+	}
+	AckMode_value = map[string]int32{
+		"ACK_APPLIED":  0,
+		"ACK_DECISION": 1,
+	}
+)
+
+func (x AckMode) Enum() *AckMode {
+	p := new(AckMode)
+	*p = x
+	return p
+}
+
+func (x AckMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AckMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_txcoord_v1_txcoord_proto_enumTypes[1].Descriptor()
+}
+
+func (AckMode) Type() protoreflect.EnumType {
+	return &file_txcoord_v1_txcoord_proto_enumTypes[1]
+}
+
+func (x AckMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AckMode.Descriptor instead.
+func (AckMode) EnumDescriptor() ([]byte, []int) {
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{1}
+}
+
 type Outcome int32
 
 const (
@@ -120,11 +166,11 @@ func (x Outcome) String() string {
 }
 
 func (Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_txcoord_v1_txcoord_proto_enumTypes[1].Descriptor()
+	return file_txcoord_v1_txcoord_proto_enumTypes[2].Descriptor()
 }
 
 func (Outcome) Type() protoreflect.EnumType {
-	return &file_txcoord_v1_txcoord_proto_enumTypes[1]
+	return &file_txcoord_v1_txcoord_proto_enumTypes[2]
 }
 
 func (x Outcome) Number() protoreflect.EnumNumber {
@@ -133,7 +179,7 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{1}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{2}
 }
 
 type TransactionState int32
@@ -185,11 +231,11 @@ func (x TransactionState) String() string {
 }
 
 func (TransactionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_txcoord_v1_txcoord_proto_enumTypes[2].Descriptor()
+	return file_txcoord_v1_txcoord_proto_enumTypes[3].Descriptor()
 }
 
 func (TransactionState) Type() protoreflect.EnumType {
-	return &file_txcoord_v1_txcoord_proto_enumTypes[2]
+	return &file_txcoord_v1_txcoord_proto_enumTypes[3]
 }
 
 func (x TransactionState) Number() protoreflect.EnumNumber {
@@ -198,7 +244,7 @@ func (x TransactionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransactionState.Descriptor instead.
 func (TransactionState) EnumDescriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{2}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{3}
 }
 
 type BranchState int32
@@ -246,11 +292,11 @@ func (x BranchState) String() string {
 }
 
 func (BranchState) Descriptor() protoreflect.EnumDescriptor {
-	return file_txcoord_v1_txcoord_proto_enumTypes[3].Descriptor()
+	return file_txcoord_v1_txcoord_proto_enumTypes[4].Descriptor()
 }
 
 func (BranchState) Type() protoreflect.EnumType {
-	return &file_txcoord_v1_txcoord_proto_enumTypes[3]
+	return &file_txcoord_v1_txcoord_proto_enumTypes[4]
 }
 
 func (x BranchState) Number() protoreflect.EnumNumber {
@@ -259,7 +305,7 @@ func (x BranchState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BranchState.Descriptor instead.
 func (BranchState) EnumDescriptor() ([]byte, []int) {
-	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{3}
+	return file_txcoord_v1_txcoord_proto_rawDescGZIP(), []int{4}
 }
 
 type RecordOperation_Kind int32
@@ -307,11 +353,11 @@ func (x RecordOperation_Kind) String() string {
 }
 
 func (RecordOperation_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_txcoord_v1_txcoord_proto_enumTypes[4].Descriptor()
+	return file_txcoord_v1_txcoord_proto_enumTypes[5].Descriptor()
 }
 
 func (RecordOperation_Kind) Type() protoreflect.EnumType {
-	return &file_txcoord_v1_txcoord_proto_enumTypes[4]
+	return &file_txcoord_v1_txcoord_proto_enumTypes[5]
 }
 
 func (x RecordOperation_Kind) Number() protoreflect.EnumNumber {
@@ -337,8 +383,13 @@ type TransactionOptions struct {
 	// its txid with replayed = true and executes nothing; if one is still
 	// running, Run waits for it. A key with no commit runs the statements.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When Commit (and Run) return: ACK_APPLIED (default) once every
+	// participant committed; ACK_DECISION once the commit decision is durable
+	// in Raft (phase two continues in the background; GetTransaction shows
+	// COMMITTING until it is applied everywhere, then COMMITTED).
+	Ack           AckMode `protobuf:"varint,5,opt,name=ack,proto3,enum=txcoord.v1.AckMode" json:"ack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransactionOptions) Reset() {
@@ -397,6 +448,13 @@ func (x *TransactionOptions) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *TransactionOptions) GetAck() AckMode {
+	if x != nil {
+		return x.Ack
+	}
+	return AckMode_ACK_APPLIED
 }
 
 type BeginRequest struct {
@@ -1880,12 +1938,13 @@ var File_txcoord_v1_txcoord_proto protoreflect.FileDescriptor
 const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"\n" +
 	"\x18txcoord/v1/txcoord.proto\x12\n" +
-	"txcoord.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n" +
+	"txcoord.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n" +
 	"\x12TransactionOptions\x123\n" +
 	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x128\n" +
 	"\tisolation\x18\x02 \x01(\x0e2\x1a.txcoord.v1.IsolationLevelR\tisolation\x12B\n" +
 	"\x06labels\x18\x03 \x03(\v2*.txcoord.v1.TransactionOptions.LabelsEntryR\x06labels\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x1a9\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12%\n" +
+	"\x03ack\x18\x05 \x01(\x0e2\x13.txcoord.v1.AckModeR\x03ack\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
@@ -2014,7 +2073,10 @@ const file_txcoord_v1_txcoord_proto_rawDesc = "" +
 	"\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREAD_COMMITTED\x10\x01\x12\x13\n" +
 	"\x0fREPEATABLE_READ\x10\x02\x12\x10\n" +
-	"\fSERIALIZABLE\x10\x03*X\n" +
+	"\fSERIALIZABLE\x10\x03*,\n" +
+	"\aAckMode\x12\x0f\n" +
+	"\vACK_APPLIED\x10\x00\x12\x10\n" +
+	"\fACK_DECISION\x10\x01*X\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPENDING\x10\x01\x12\r\n" +
@@ -2060,102 +2122,104 @@ func file_txcoord_v1_txcoord_proto_rawDescGZIP() []byte {
 	return file_txcoord_v1_txcoord_proto_rawDescData
 }
 
-var file_txcoord_v1_txcoord_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_txcoord_v1_txcoord_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_txcoord_v1_txcoord_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_txcoord_v1_txcoord_proto_goTypes = []any{
 	(IsolationLevel)(0),           // 0: txcoord.v1.IsolationLevel
-	(Outcome)(0),                  // 1: txcoord.v1.Outcome
-	(TransactionState)(0),         // 2: txcoord.v1.TransactionState
-	(BranchState)(0),              // 3: txcoord.v1.BranchState
-	(RecordOperation_Kind)(0),     // 4: txcoord.v1.RecordOperation.Kind
-	(*TransactionOptions)(nil),    // 5: txcoord.v1.TransactionOptions
-	(*BeginRequest)(nil),          // 6: txcoord.v1.BeginRequest
-	(*BeginResponse)(nil),         // 7: txcoord.v1.BeginResponse
-	(*Value)(nil),                 // 8: txcoord.v1.Value
-	(*ListValue)(nil),             // 9: txcoord.v1.ListValue
-	(*MapValue)(nil),              // 10: txcoord.v1.MapValue
-	(*SqlStatement)(nil),          // 11: txcoord.v1.SqlStatement
-	(*RecordId)(nil),              // 12: txcoord.v1.RecordId
-	(*RecordOperation)(nil),       // 13: txcoord.v1.RecordOperation
-	(*Statement)(nil),             // 14: txcoord.v1.Statement
-	(*Row)(nil),                   // 15: txcoord.v1.Row
-	(*StatementResult)(nil),       // 16: txcoord.v1.StatementResult
-	(*ExecuteRequest)(nil),        // 17: txcoord.v1.ExecuteRequest
-	(*ExecuteResponse)(nil),       // 18: txcoord.v1.ExecuteResponse
-	(*Branch)(nil),                // 19: txcoord.v1.Branch
-	(*Transaction)(nil),           // 20: txcoord.v1.Transaction
-	(*TransactionEvent)(nil),      // 21: txcoord.v1.TransactionEvent
-	(*CommitRequest)(nil),         // 22: txcoord.v1.CommitRequest
-	(*CommitResponse)(nil),        // 23: txcoord.v1.CommitResponse
-	(*RollbackRequest)(nil),       // 24: txcoord.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 25: txcoord.v1.RollbackResponse
-	(*GetTransactionRequest)(nil), // 26: txcoord.v1.GetTransactionRequest
-	(*RunRequest)(nil),            // 27: txcoord.v1.RunRequest
-	(*RunResponse)(nil),           // 28: txcoord.v1.RunResponse
-	nil,                           // 29: txcoord.v1.TransactionOptions.LabelsEntry
-	nil,                           // 30: txcoord.v1.MapValue.FieldsEntry
-	nil,                           // 31: txcoord.v1.RecordOperation.VarsEntry
-	nil,                           // 32: txcoord.v1.Transaction.LabelsEntry
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(AckMode)(0),                  // 1: txcoord.v1.AckMode
+	(Outcome)(0),                  // 2: txcoord.v1.Outcome
+	(TransactionState)(0),         // 3: txcoord.v1.TransactionState
+	(BranchState)(0),              // 4: txcoord.v1.BranchState
+	(RecordOperation_Kind)(0),     // 5: txcoord.v1.RecordOperation.Kind
+	(*TransactionOptions)(nil),    // 6: txcoord.v1.TransactionOptions
+	(*BeginRequest)(nil),          // 7: txcoord.v1.BeginRequest
+	(*BeginResponse)(nil),         // 8: txcoord.v1.BeginResponse
+	(*Value)(nil),                 // 9: txcoord.v1.Value
+	(*ListValue)(nil),             // 10: txcoord.v1.ListValue
+	(*MapValue)(nil),              // 11: txcoord.v1.MapValue
+	(*SqlStatement)(nil),          // 12: txcoord.v1.SqlStatement
+	(*RecordId)(nil),              // 13: txcoord.v1.RecordId
+	(*RecordOperation)(nil),       // 14: txcoord.v1.RecordOperation
+	(*Statement)(nil),             // 15: txcoord.v1.Statement
+	(*Row)(nil),                   // 16: txcoord.v1.Row
+	(*StatementResult)(nil),       // 17: txcoord.v1.StatementResult
+	(*ExecuteRequest)(nil),        // 18: txcoord.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),       // 19: txcoord.v1.ExecuteResponse
+	(*Branch)(nil),                // 20: txcoord.v1.Branch
+	(*Transaction)(nil),           // 21: txcoord.v1.Transaction
+	(*TransactionEvent)(nil),      // 22: txcoord.v1.TransactionEvent
+	(*CommitRequest)(nil),         // 23: txcoord.v1.CommitRequest
+	(*CommitResponse)(nil),        // 24: txcoord.v1.CommitResponse
+	(*RollbackRequest)(nil),       // 25: txcoord.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 26: txcoord.v1.RollbackResponse
+	(*GetTransactionRequest)(nil), // 27: txcoord.v1.GetTransactionRequest
+	(*RunRequest)(nil),            // 28: txcoord.v1.RunRequest
+	(*RunResponse)(nil),           // 29: txcoord.v1.RunResponse
+	nil,                           // 30: txcoord.v1.TransactionOptions.LabelsEntry
+	nil,                           // 31: txcoord.v1.MapValue.FieldsEntry
+	nil,                           // 32: txcoord.v1.RecordOperation.VarsEntry
+	nil,                           // 33: txcoord.v1.Transaction.LabelsEntry
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
 }
 var file_txcoord_v1_txcoord_proto_depIdxs = []int32{
-	33, // 0: txcoord.v1.TransactionOptions.timeout:type_name -> google.protobuf.Duration
+	34, // 0: txcoord.v1.TransactionOptions.timeout:type_name -> google.protobuf.Duration
 	0,  // 1: txcoord.v1.TransactionOptions.isolation:type_name -> txcoord.v1.IsolationLevel
-	29, // 2: txcoord.v1.TransactionOptions.labels:type_name -> txcoord.v1.TransactionOptions.LabelsEntry
-	5,  // 3: txcoord.v1.BeginRequest.options:type_name -> txcoord.v1.TransactionOptions
-	34, // 4: txcoord.v1.BeginResponse.deadline:type_name -> google.protobuf.Timestamp
-	34, // 5: txcoord.v1.Value.time_value:type_name -> google.protobuf.Timestamp
-	9,  // 6: txcoord.v1.Value.list_value:type_name -> txcoord.v1.ListValue
-	10, // 7: txcoord.v1.Value.map_value:type_name -> txcoord.v1.MapValue
-	8,  // 8: txcoord.v1.ListValue.values:type_name -> txcoord.v1.Value
-	30, // 9: txcoord.v1.MapValue.fields:type_name -> txcoord.v1.MapValue.FieldsEntry
-	8,  // 10: txcoord.v1.SqlStatement.args:type_name -> txcoord.v1.Value
-	8,  // 11: txcoord.v1.RecordId.id:type_name -> txcoord.v1.Value
-	4,  // 12: txcoord.v1.RecordOperation.kind:type_name -> txcoord.v1.RecordOperation.Kind
-	12, // 13: txcoord.v1.RecordOperation.record:type_name -> txcoord.v1.RecordId
-	10, // 14: txcoord.v1.RecordOperation.content:type_name -> txcoord.v1.MapValue
-	31, // 15: txcoord.v1.RecordOperation.vars:type_name -> txcoord.v1.RecordOperation.VarsEntry
-	11, // 16: txcoord.v1.Statement.sql:type_name -> txcoord.v1.SqlStatement
-	13, // 17: txcoord.v1.Statement.record:type_name -> txcoord.v1.RecordOperation
-	8,  // 18: txcoord.v1.Row.values:type_name -> txcoord.v1.Value
-	15, // 19: txcoord.v1.StatementResult.rows:type_name -> txcoord.v1.Row
-	14, // 20: txcoord.v1.ExecuteRequest.statement:type_name -> txcoord.v1.Statement
-	16, // 21: txcoord.v1.ExecuteResponse.result:type_name -> txcoord.v1.StatementResult
-	3,  // 22: txcoord.v1.Branch.state:type_name -> txcoord.v1.BranchState
-	2,  // 23: txcoord.v1.Transaction.state:type_name -> txcoord.v1.TransactionState
-	1,  // 24: txcoord.v1.Transaction.outcome:type_name -> txcoord.v1.Outcome
-	19, // 25: txcoord.v1.Transaction.branches:type_name -> txcoord.v1.Branch
-	32, // 26: txcoord.v1.Transaction.labels:type_name -> txcoord.v1.Transaction.LabelsEntry
-	34, // 27: txcoord.v1.Transaction.created_at:type_name -> google.protobuf.Timestamp
-	34, // 28: txcoord.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
-	21, // 29: txcoord.v1.Transaction.timeline:type_name -> txcoord.v1.TransactionEvent
-	34, // 30: txcoord.v1.TransactionEvent.at:type_name -> google.protobuf.Timestamp
-	1,  // 31: txcoord.v1.CommitResponse.outcome:type_name -> txcoord.v1.Outcome
-	20, // 32: txcoord.v1.CommitResponse.transaction:type_name -> txcoord.v1.Transaction
-	5,  // 33: txcoord.v1.RunRequest.options:type_name -> txcoord.v1.TransactionOptions
-	14, // 34: txcoord.v1.RunRequest.statements:type_name -> txcoord.v1.Statement
-	1,  // 35: txcoord.v1.RunResponse.outcome:type_name -> txcoord.v1.Outcome
-	16, // 36: txcoord.v1.RunResponse.results:type_name -> txcoord.v1.StatementResult
-	8,  // 37: txcoord.v1.MapValue.FieldsEntry.value:type_name -> txcoord.v1.Value
-	8,  // 38: txcoord.v1.RecordOperation.VarsEntry.value:type_name -> txcoord.v1.Value
-	6,  // 39: txcoord.v1.Coordinator.Begin:input_type -> txcoord.v1.BeginRequest
-	17, // 40: txcoord.v1.Coordinator.Execute:input_type -> txcoord.v1.ExecuteRequest
-	22, // 41: txcoord.v1.Coordinator.Commit:input_type -> txcoord.v1.CommitRequest
-	24, // 42: txcoord.v1.Coordinator.Rollback:input_type -> txcoord.v1.RollbackRequest
-	26, // 43: txcoord.v1.Coordinator.GetTransaction:input_type -> txcoord.v1.GetTransactionRequest
-	27, // 44: txcoord.v1.Coordinator.Run:input_type -> txcoord.v1.RunRequest
-	7,  // 45: txcoord.v1.Coordinator.Begin:output_type -> txcoord.v1.BeginResponse
-	18, // 46: txcoord.v1.Coordinator.Execute:output_type -> txcoord.v1.ExecuteResponse
-	23, // 47: txcoord.v1.Coordinator.Commit:output_type -> txcoord.v1.CommitResponse
-	25, // 48: txcoord.v1.Coordinator.Rollback:output_type -> txcoord.v1.RollbackResponse
-	20, // 49: txcoord.v1.Coordinator.GetTransaction:output_type -> txcoord.v1.Transaction
-	28, // 50: txcoord.v1.Coordinator.Run:output_type -> txcoord.v1.RunResponse
-	45, // [45:51] is the sub-list for method output_type
-	39, // [39:45] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	30, // 2: txcoord.v1.TransactionOptions.labels:type_name -> txcoord.v1.TransactionOptions.LabelsEntry
+	1,  // 3: txcoord.v1.TransactionOptions.ack:type_name -> txcoord.v1.AckMode
+	6,  // 4: txcoord.v1.BeginRequest.options:type_name -> txcoord.v1.TransactionOptions
+	35, // 5: txcoord.v1.BeginResponse.deadline:type_name -> google.protobuf.Timestamp
+	35, // 6: txcoord.v1.Value.time_value:type_name -> google.protobuf.Timestamp
+	10, // 7: txcoord.v1.Value.list_value:type_name -> txcoord.v1.ListValue
+	11, // 8: txcoord.v1.Value.map_value:type_name -> txcoord.v1.MapValue
+	9,  // 9: txcoord.v1.ListValue.values:type_name -> txcoord.v1.Value
+	31, // 10: txcoord.v1.MapValue.fields:type_name -> txcoord.v1.MapValue.FieldsEntry
+	9,  // 11: txcoord.v1.SqlStatement.args:type_name -> txcoord.v1.Value
+	9,  // 12: txcoord.v1.RecordId.id:type_name -> txcoord.v1.Value
+	5,  // 13: txcoord.v1.RecordOperation.kind:type_name -> txcoord.v1.RecordOperation.Kind
+	13, // 14: txcoord.v1.RecordOperation.record:type_name -> txcoord.v1.RecordId
+	11, // 15: txcoord.v1.RecordOperation.content:type_name -> txcoord.v1.MapValue
+	32, // 16: txcoord.v1.RecordOperation.vars:type_name -> txcoord.v1.RecordOperation.VarsEntry
+	12, // 17: txcoord.v1.Statement.sql:type_name -> txcoord.v1.SqlStatement
+	14, // 18: txcoord.v1.Statement.record:type_name -> txcoord.v1.RecordOperation
+	9,  // 19: txcoord.v1.Row.values:type_name -> txcoord.v1.Value
+	16, // 20: txcoord.v1.StatementResult.rows:type_name -> txcoord.v1.Row
+	15, // 21: txcoord.v1.ExecuteRequest.statement:type_name -> txcoord.v1.Statement
+	17, // 22: txcoord.v1.ExecuteResponse.result:type_name -> txcoord.v1.StatementResult
+	4,  // 23: txcoord.v1.Branch.state:type_name -> txcoord.v1.BranchState
+	3,  // 24: txcoord.v1.Transaction.state:type_name -> txcoord.v1.TransactionState
+	2,  // 25: txcoord.v1.Transaction.outcome:type_name -> txcoord.v1.Outcome
+	20, // 26: txcoord.v1.Transaction.branches:type_name -> txcoord.v1.Branch
+	33, // 27: txcoord.v1.Transaction.labels:type_name -> txcoord.v1.Transaction.LabelsEntry
+	35, // 28: txcoord.v1.Transaction.created_at:type_name -> google.protobuf.Timestamp
+	35, // 29: txcoord.v1.Transaction.deadline:type_name -> google.protobuf.Timestamp
+	22, // 30: txcoord.v1.Transaction.timeline:type_name -> txcoord.v1.TransactionEvent
+	35, // 31: txcoord.v1.TransactionEvent.at:type_name -> google.protobuf.Timestamp
+	2,  // 32: txcoord.v1.CommitResponse.outcome:type_name -> txcoord.v1.Outcome
+	21, // 33: txcoord.v1.CommitResponse.transaction:type_name -> txcoord.v1.Transaction
+	6,  // 34: txcoord.v1.RunRequest.options:type_name -> txcoord.v1.TransactionOptions
+	15, // 35: txcoord.v1.RunRequest.statements:type_name -> txcoord.v1.Statement
+	2,  // 36: txcoord.v1.RunResponse.outcome:type_name -> txcoord.v1.Outcome
+	17, // 37: txcoord.v1.RunResponse.results:type_name -> txcoord.v1.StatementResult
+	9,  // 38: txcoord.v1.MapValue.FieldsEntry.value:type_name -> txcoord.v1.Value
+	9,  // 39: txcoord.v1.RecordOperation.VarsEntry.value:type_name -> txcoord.v1.Value
+	7,  // 40: txcoord.v1.Coordinator.Begin:input_type -> txcoord.v1.BeginRequest
+	18, // 41: txcoord.v1.Coordinator.Execute:input_type -> txcoord.v1.ExecuteRequest
+	23, // 42: txcoord.v1.Coordinator.Commit:input_type -> txcoord.v1.CommitRequest
+	25, // 43: txcoord.v1.Coordinator.Rollback:input_type -> txcoord.v1.RollbackRequest
+	27, // 44: txcoord.v1.Coordinator.GetTransaction:input_type -> txcoord.v1.GetTransactionRequest
+	28, // 45: txcoord.v1.Coordinator.Run:input_type -> txcoord.v1.RunRequest
+	8,  // 46: txcoord.v1.Coordinator.Begin:output_type -> txcoord.v1.BeginResponse
+	19, // 47: txcoord.v1.Coordinator.Execute:output_type -> txcoord.v1.ExecuteResponse
+	24, // 48: txcoord.v1.Coordinator.Commit:output_type -> txcoord.v1.CommitResponse
+	26, // 49: txcoord.v1.Coordinator.Rollback:output_type -> txcoord.v1.RollbackResponse
+	21, // 50: txcoord.v1.Coordinator.GetTransaction:output_type -> txcoord.v1.Transaction
+	29, // 51: txcoord.v1.Coordinator.Run:output_type -> txcoord.v1.RunResponse
+	46, // [46:52] is the sub-list for method output_type
+	40, // [40:46] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_txcoord_v1_txcoord_proto_init() }
@@ -2183,7 +2247,7 @@ func file_txcoord_v1_txcoord_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_txcoord_v1_txcoord_proto_rawDesc), len(file_txcoord_v1_txcoord_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
