@@ -86,7 +86,23 @@ type Config struct {
 	// PeerAddrs: node id → gRPC address of statically configured peers.
 	PeerAddrs map[string]string
 
+	// Observer receives events for metrics; nil means none.
+	Observer Observer
+
 	Knobs TestingKnobs
+}
+
+// Observer is told what the coordinator does, for metrics. Calls are
+// synchronous and must be cheap; implementations are safe for concurrent use.
+type Observer interface {
+	// TransactionFinished: outcome is committed, aborted or unknown;
+	// branches maps participant → final branch state (lower case).
+	TransactionFinished(outcome string, branches map[string]string)
+	// InDoubt: in-doubt branches found by the last recovery scan and the
+	// oldest one's age.
+	InDoubt(n int, oldest time.Duration)
+	// RecoveryAction: one commit or rollback by recovery, and its error.
+	RecoveryAction(action string, err error)
 }
 
 // DefaultConfig returns a configuration for a development cluster.

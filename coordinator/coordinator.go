@@ -228,6 +228,14 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 	return c, nil
 }
 
+// ActiveCount is the number of transactions in memory (ACTIVE or in their
+// commit protocol).
+func (c *Coordinator) ActiveCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.active)
+}
+
 // GIDPrefix is the prefix of every GID this cluster creates.
 func (c *Coordinator) GIDPrefix() string { return c.prefix }
 
@@ -569,6 +577,14 @@ func (c *Coordinator) finish(t *txn, final State) {
 	t.state = final
 	t.mu.Unlock()
 	info := c.info(t)
+	if o := c.cfg.Observer; o != nil {
+		outcome := map[State]string{StateCommitted: "committed", StateAborted: "aborted", StateInDoubt: "unknown"}[final]
+		branches := map[string]string{}
+		for _, b := range info.Branches {
+			branches[b.Participant] = strings.ToLower(b.State.String())
+		}
+		o.TransactionFinished(outcome, branches)
+	}
 	c.mu.Lock()
 	delete(c.active, t.id)
 	if _, ok := c.recent[t.id]; !ok {

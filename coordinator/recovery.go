@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -207,6 +208,25 @@ func (c *Coordinator) Recover(ctx context.Context) (RecoveryReport, error) {
 	}
 	rep.Left += len(plan.Unreachable)
 	rep.Took = time.Since(start)
+	if o := c.cfg.Observer; o != nil {
+		n, oldest := 0, time.Duration(0)
+		for _, a := range plan.Actions {
+			if a.Ours && a.Action != ActInProgress {
+				if a.Err == nil && (a.Action == ActCommit || a.Action == ActRollBack) {
+					o.RecoveryAction(strings.ToLower(a.Action.String()), nil)
+					continue // resolved by this pass
+				}
+				if a.Err != nil {
+					o.RecoveryAction(strings.ToLower(a.Action.String()), a.Err)
+				}
+				n++
+				if !a.PreparedAt.IsZero() && time.Since(a.PreparedAt) > oldest {
+					oldest = time.Since(a.PreparedAt)
+				}
+			}
+		}
+		o.InDoubt(n, oldest)
+	}
 	return rep, err
 }
 

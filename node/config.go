@@ -68,6 +68,9 @@ type Config struct {
 	// to Listen.
 	Advertise string `yaml:"advertise"`
 	DataDir   string `yaml:"data_dir"`
+	// MetricsListen serves /metrics, /healthz and /readyz (HTTP); empty
+	// turns it off. Keep it on loopback or a private network.
+	MetricsListen string `yaml:"metrics_listen"`
 	Raft      struct {
 		Bind      string `yaml:"bind"`
 		Advertise string `yaml:"advertise"`
@@ -147,6 +150,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	set(&c.DataDir, "TXCOORD_DATA_DIR")
 	set(&c.Raft.Bind, "TXCOORD_RAFT_BIND")
 	set(&c.Advertise, "TXCOORD_ADVERTISE")
+	set(&c.MetricsListen, "TXCOORD_METRICS_LISTEN")
 	set(&c.LogLevel, "TXCOORD_LOG_LEVEL")
 }
 
@@ -183,6 +187,11 @@ func (c Config) Validate() error {
 	}
 	if c.Raft.Bootstrap && len(c.Raft.Join) > 0 {
 		errs = append(errs, errors.New("raft: bootstrap and join exclude each other; a joining node sets bootstrap: false"))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port (e.g. 127.0.0.1:7480) or empty to turn it off", c.MetricsListen))
+		}
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is empty: give a directory for the decision store"))

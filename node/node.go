@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/participants"
 	"github.com/txcoord/txcoord/participants/postgres"
 	"github.com/txcoord/txcoord/participants/surrealdb"
@@ -127,6 +128,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			p.Close()
 		}
 	}()
+	// Layers around each participant (outermost first): metrics.
+	m := metrics.New()
+	for i, p := range parts {
+		parts[i] = m.Observe(p)
+	}
 
 	rc := coordinator.RaftConfig{
 		NodeID: cfg.NodeID, BindAddr: cfg.Raft.Bind, AdvertiseAddr: cfg.Raft.Advertise,
@@ -152,9 +158,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	cc := cfg.coordinatorConfig()
 	cc.NodeID, cc.AdvertiseAddr, cc.PeerAddrs = cfg.NodeID, advertise, peerAddrs
 	cc.Knobs = failpointKnobs(cfg.Failpoints, logger)
+	cc.Observer = m
 	coord, err := coordinator.New(cc, rn.Raft, rn.FSM, parts, logger)
 	if err != nil {
 		return err
+	}
+	registerRaftGauges(m, rn.Raft, coord)
+	if cfg.MetricsListen != "" {
+		ms, err := metrics.Listen(cfg.MetricsListen, m, metrics.Readiness{
+			LeaderKnown:  func() string { _, id := rn.Raft.LeaderWithID(); return string(id) },
+			Participants: parts, Prefix: coord.GIDPrefix(),
+		}, logger)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		logger.Info("metrics", "url", "http://"+ms.Addr()+"/metrics", "ready", "http://"+ms.Addr()+"/readyz")
 	}
 
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
@@ -211,6 +230,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	coord.Stop()
 	return nil
+}
+
+// registerRaftGauges exposes Raft's state and this node's load.
+func registerRaftGauges(m *metrics.Metrics, r *raft.Raft, coord *coordinator.Coordinator) {
+	m.GaugeFunc("txcoord_active_transactions", "Transactions in memory on this node (ACTIVE or committing).",
+		func() float64 { return float64(coord.ActiveCount()) })
+	m.GaugeFunc("txcoord_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.",
+		func() float64 { return float64(r.State()) })
+	m.GaugeFunc("txcoord_raft_term", "Current Raft term.", func() float64 { return float64(r.CurrentTerm()) })
+	m.GaugeFunc("txcoord_raft_commit_index", "Raft commit index.", func() float64 { return float64(r.CommitIndex()) })
+	m.GaugeFunc("txcoord_raft_applied_index", "Raft applied index.", func() float64 { return float64(r.AppliedIndex()) })
+	m.GaugeFunc("txcoord_raft_apply_lag", "Committed Raft entries not yet applied to the decision store.",
+		func() float64 { return float64(r.CommitIndex()) - float64(r.AppliedIndex()) })
+	m.GaugeFunc("txcoord_ready", "1 when this node serves transactions (leader, recovered).", func() float64 {
+		if coord.Serving() == nil {
+			return 1
+		}
+		return 0
+	})
 }
 
 // failpointKnobs turns --failpoint name=kill into coordinator knobs that
