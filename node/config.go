@@ -71,7 +71,7 @@ type Config struct {
 	// MetricsListen serves /metrics, /healthz and /readyz (HTTP); empty
 	// turns it off. Keep it on loopback or a private network.
 	MetricsListen string `yaml:"metrics_listen"`
-	Raft      struct {
+	Raft          struct {
 		Bind      string `yaml:"bind"`
 		Advertise string `yaml:"advertise"`
 		// Bootstrap creates the cluster when data_dir holds no Raft state:
