@@ -79,6 +79,10 @@ type TxOptions struct {
 	// AckDecision: Commit returns once the commit decision is durable,
 	// without waiting for phase two (which goes on in the background).
 	AckDecision bool
+	// Client is the authenticated caller ("" without access control);
+	// ClientMaxActive bounds its transactions in memory (0: no own limit).
+	Client          string
+	ClientMaxActive int
 }
 
 // Statement is one operation addressed to a participant.
@@ -182,8 +186,9 @@ type Coordinator struct {
 	now    func() time.Time
 	prefix string // "<gid prefix>:<cluster id>:"
 
-	mu     sync.Mutex
-	active map[string]*txn
+	mu       sync.Mutex
+	active   map[string]*txn
+	byClient map[string]int // active transactions per authenticated client
 	recent map[string]*TxInfo
 	ring   []string // recent's insertion order, bounded by RecentFinished
 
@@ -213,7 +218,7 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 	c := &Coordinator{
 		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
 		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
-		active: map[string]*txn{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
+		active: map[string]*txn{}, byClient: map[string]int{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
 		doneCh: make(chan string, 4096), stop: make(chan struct{}),
 	}
 	for _, p := range parts {
@@ -348,7 +353,13 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 		c.mu.Unlock()
 		return "", time.Time{}, fmt.Errorf("%w: %d active transactions (max_active); retry later", ErrLimit, c.cfg.MaxActive)
 	}
+	if opts.ClientMaxActive > 0 && c.byClient[opts.Client] >= opts.ClientMaxActive {
+		c.mu.Unlock()
+		return "", time.Time{}, fmt.Errorf("%w: client %q has %d active transactions (auth.clients[].max_active); retry later",
+			ErrLimit, opts.Client, opts.ClientMaxActive)
+	}
 	c.active[t.id] = t
+	c.byClient[opts.Client]++
 	c.mu.Unlock()
 	t.timer = time.AfterFunc(opts.Timeout, func() { c.onTimeout(t) })
 	c.log.Debug("begin", "txid", t.id, "timeout", opts.Timeout)
@@ -586,6 +597,11 @@ func (c *Coordinator) finish(t *txn, final State) {
 		o.TransactionFinished(outcome, branches)
 	}
 	c.mu.Lock()
+	if _, ok := c.active[t.id]; ok {
+		if c.byClient[t.opts.Client]--; c.byClient[t.opts.Client] <= 0 {
+			delete(c.byClient, t.opts.Client)
+		}
+	}
 	delete(c.active, t.id)
 	if _, ok := c.recent[t.id]; !ok {
 		c.ring = append(c.ring, t.id)

@@ -22,6 +22,7 @@ import (
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/internal/wire"
 	"github.com/txcoord/txcoord/participants"
+	"github.com/txcoord/txcoord/security"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -53,6 +54,7 @@ func (s *Server) Begin(ctx context.Context, req *pb.BeginRequest) (*pb.BeginResp
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
+	withCaller(ctx, &opts)
 	txid, deadline, err := s.c.Begin(ctx, opts)
 	if err != nil {
 		return nil, toStatus(err, "")
@@ -103,6 +105,7 @@ func (s *Server) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunResponse, 
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
+	withCaller(ctx, &opts)
 	stmts := make([]coordinator.Statement, 0, len(req.GetStatements()))
 	for i, ps := range req.GetStatements() {
 		st, err := statement(ps, fmt.Sprintf("statements[%d]", i))
@@ -123,6 +126,13 @@ func (s *Server) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunResponse, 
 		resp.Results = append(resp.Results, result(r))
 	}
 	return resp, nil
+}
+
+// withCaller attaches the authenticated client and its limit.
+func withCaller(ctx context.Context, opts *coordinator.TxOptions) {
+	if c, ok := security.CallerFrom(ctx); ok {
+		opts.Client, opts.ClientMaxActive = c.Name, c.Policy.MaxActive
+	}
 }
 
 func fieldErr(field, format string, args ...any) error {
