@@ -76,8 +76,8 @@ func (c *Client) TransferLeadership(ctx context.Context, id string) (string, err
 
 // AddVoter dials addrs (comma-separated), asks the cluster to add a voter and
 // closes the connection: what a joining node does at start-up.
-func AddVoter(ctx context.Context, addrs, id, raftAddr, grpcAddr string) error {
-	c, err := Dial(ctx, addrs)
+func AddVoter(ctx context.Context, addrs, id, raftAddr, grpcAddr string, opts ...Option) error {
+	c, err := Dial(ctx, addrs, opts...)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -158,6 +160,30 @@ func WithGRPCOptions(opts ...grpc.DialOption) Option {
 	return func(o *dialOptions) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
+// WithTLS connects with TLS (for mutual TLS, cfg carries the client's
+// certificate; see security.Reloader.ClientConfig for reloading files).
+func WithTLS(cfg *tls.Config) Option {
+	return WithGRPCOptions(grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+}
+
+// WithToken sends "authorization: Bearer <token>" with every call. Over a
+// connection without TLS it is sent only when allowInsecure is set (loopback
+// development); otherwise such calls fail rather than leak the token.
+func WithToken(token string, allowInsecure bool) Option {
+	return WithGRPCOptions(grpc.WithPerRPCCredentials(tokenCreds{token: token, insecure: allowInsecure}))
+}
+
+type tokenCreds struct {
+	token    string
+	insecure bool
+}
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + t.token}, nil
+}
+
+func (t tokenCreds) RequireTransportSecurity() bool { return !t.insecure }
+
 // WithRetryPolicy replaces DefaultRetryPolicy.
 func WithRetryPolicy(p RetryPolicy) Option { return func(o *dialOptions) { o.policy = p } }
 
@@ -169,9 +195,9 @@ func Dial(ctx context.Context, addrs string, opts ...Option) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	if len(o.grpcOpts) == 0 {
-		o.grpcOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
+	// Plaintext unless an option below chooses transport credentials (a
+	// later WithTransportCredentials replaces an earlier one).
+	o.grpcOpts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.grpcOpts...)
 	var seeds []string
 	for _, a := range strings.Split(addrs, ",") {
 		if a = strings.TrimSpace(a); a != "" {

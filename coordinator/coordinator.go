@@ -189,8 +189,11 @@ type Coordinator struct {
 	mu       sync.Mutex
 	active   map[string]*txn
 	byClient map[string]int // active transactions per authenticated client
-	recent   map[string]*TxInfo
-	ring     []string // recent's insertion order, bounded by RecentFinished
+
+	denialWindow time.Time // AuditDenial's one-second window
+	denialCount  int
+	recent       map[string]*TxInfo
+	ring         []string // recent's insertion order, bounded by RecentFinished
 
 	// byKey reserves idempotency keys of Runs in flight (guarded by mu).
 	byKey map[string]bool

@@ -271,3 +271,32 @@ func (c *Coordinator) RestoreSnapshot(r io.Reader, actor string) (int, error) {
 	c.log.Warn("decision store restored from a snapshot", "decisions", n, "actor", actor)
 	return n, nil
 }
+
+// maxDenialAudits bounds authorization denials written to the audit trail
+// per second: a client hammering with a bad token must not flood the log
+// (the rest are counted and logged locally).
+const maxDenialAudits = 10
+
+// AuditDenial records an authorization denial: in the audit trail when this
+// node leads (bounded per second), in the local log always.
+func (c *Coordinator) AuditDenial(identity, method, reason string) {
+	c.log.Warn("access denied", "client", identity, "method", method, "reason", reason)
+	if c.raft.State() != raft.Leader {
+		return
+	}
+	c.mu.Lock()
+	now := c.now()
+	if now.Sub(c.denialWindow) >= time.Second {
+		c.denialWindow, c.denialCount = now, 0
+	}
+	c.denialCount++
+	over := c.denialCount > maxDenialAudits
+	c.mu.Unlock()
+	if over {
+		return
+	}
+	if identity == "" {
+		identity = "unauthenticated"
+	}
+	go c.audit("AUTHZ_DENIED", method+": "+reason, identity)
+}

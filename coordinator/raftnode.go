@@ -34,6 +34,9 @@ type RaftConfig struct {
 	// SnapshotInterval and SnapshotThreshold: see raft.Config.
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
+	// Stream, when set, carries the Raft transport (mutual TLS); nil means
+	// plain TCP on BindAddr (loopback development).
+	Stream raft.StreamLayer
 	// Timeouts for the election; defaults suit a loopback cluster.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
@@ -94,7 +97,12 @@ func OpenRaft(cfg RaftConfig, logger *slog.Logger) (*RaftNode, error) {
 		return nil, fmt.Errorf("raft: advertise address %q: %w", advertise, err)
 	}
 	// maxPool 3 connections per peer; 10 s I/O timeout bounds a stuck peer.
-	transport, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, hlog)
+	var transport *raft.NetworkTransport
+	if cfg.Stream != nil {
+		transport = raft.NewNetworkTransportWithLogger(cfg.Stream, 3, 10*time.Second, hlog)
+	} else {
+		transport, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, hlog)
+	}
 	if err != nil {
 		logStore.Close()
 		store.Close()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/coordinator"
+	"github.com/txcoord/txcoord/security"
 	"gopkg.in/yaml.v3"
 )
 
@@ -99,6 +100,14 @@ type Config struct {
 		PrepareTimeout   Duration `yaml:"prepare_timeout"`
 	} `yaml:"coordinator"`
 	LogLevel string `yaml:"log_level"`
+
+	// TLS secures the gRPC API with mutual TLS (clients need a certificate
+	// signed by ca_file). RaftTLS secures the Raft transport the same way
+	// and defaults to TLS. Without TLS every listener must be on loopback.
+	TLS     security.TLSFiles `yaml:"tls"`
+	RaftTLS security.TLSFiles `yaml:"raft_tls"`
+	// Auth turns on access control: bearer tokens and per-client policy.
+	Auth security.AuthConfig `yaml:"auth"`
 
 	// Failpoints (tests only): name → action ("kill"). Set by --failpoint.
 	Failpoints map[string]string `yaml:"-"`
@@ -192,6 +201,22 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port (e.g. 127.0.0.1:7480) or empty to turn it off", c.MetricsListen))
 		}
+	}
+	if err := c.TLS.Validate("tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.RaftTLS.Validate("raft_tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if !c.TLS.Enabled() {
+		for field, addr := range map[string]string{"listen": c.Listen, "advertise": c.Advertise, "metrics_listen": c.MetricsListen} {
+			if addr != "" && !isLoopback(addr) {
+				errs = append(errs, fmt.Errorf("%s %q is not a loopback address and no tls is configured: set tls.cert_file, tls.key_file and tls.ca_file, or bind 127.0.0.1", field, addr))
+			}
+		}
+	}
+	if !c.raftTLS().Enabled() && !isLoopback(c.Raft.Bind) {
+		errs = append(errs, fmt.Errorf("raft.bind %q is not a loopback address and no raft_tls (or tls) is configured: the Raft transport must be mutual TLS off loopback", c.Raft.Bind))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is empty: give a directory for the decision store"))
@@ -304,4 +329,25 @@ func ParseFailpointAction(action string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("action %q: use kill or kill@P with 0 < P <= 1", action)
+}
+
+// raftTLS is raft_tls, defaulting to tls.
+func (c Config) raftTLS() security.TLSFiles {
+	if c.RaftTLS.Enabled() {
+		return c.RaftTLS
+	}
+	return c.TLS
+}
+
+// isLoopback reports whether host:port names a loopback host.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -21,8 +21,10 @@ import (
 	"github.com/txcoord/txcoord/participants/postgres"
 	"github.com/txcoord/txcoord/participants/surrealdb"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/security"
 	"github.com/txcoord/txcoord/server"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -111,6 +113,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	var err error
+	var serverTLS, raftTLS *security.Reloader
+	if cfg.TLS.Enabled() {
+		if serverTLS, err = security.NewReloader(cfg.TLS); err != nil {
+			return err
+		}
+	}
+	if rt := cfg.raftTLS(); rt.Enabled() {
+		if raftTLS, err = security.NewReloader(rt); err != nil {
+			return err
+		}
+	}
+	var policy *security.Policy
+	if cfg.Auth.Enabled() {
+		if policy, err = security.LoadPolicy(cfg.Auth); err != nil {
+			return fmt.Errorf("invalid configuration:\n%w", err)
+		}
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w (is another txcoord running? set listen or TXCOORD_LISTEN)", cfg.Listen, err)
@@ -145,6 +165,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		rc.Peers = append(rc.Peers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Raft), Suffrage: raft.Voter})
 		peerAddrs[p.ID] = p.GRPC
 	}
+	if raftTLS != nil {
+		var adv net.Addr
+		if cfg.Raft.Advertise != "" {
+			if adv, err = net.ResolveTCPAddr("tcp", cfg.Raft.Advertise); err != nil {
+				return fmt.Errorf("raft.advertise %q: %w", cfg.Raft.Advertise, err)
+			}
+		}
+		if rc.Stream, err = security.NewRaftStream(cfg.Raft.Bind, adv, raftTLS); err != nil {
+			return fmt.Errorf("raft: listen %s with TLS: %w", cfg.Raft.Bind, err)
+		}
+	}
 	rn, err := coordinator.OpenRaft(rc, logger)
 	if err != nil {
 		return err
@@ -176,7 +207,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		logger.Info("metrics", "url", "http://"+ms.Addr()+"/metrics", "ready", "http://"+ms.Addr()+"/readyz")
 	}
 
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	gopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20)}
+	if serverTLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.ServerConfig())))
+	}
+	if policy != nil {
+		guard := security.NewGuard(policy, coord.AuditDenial)
+		gopts = append(gopts, grpc.ChainUnaryInterceptor(guard.Unary), grpc.ChainStreamInterceptor(guard.Stream))
+	}
+	gs := grpc.NewServer(gopts...)
 	pb.RegisterCoordinatorServer(gs, server.New(coord))
 	pb.RegisterAdminServer(gs, server.NewAdmin(coord))
 	hs := health.NewServer()
@@ -192,7 +231,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	logger.Info("txcoord started", "node", cfg.NodeID, "listen", lis.Addr().String(), "raft", cfg.Raft.Bind,
 		"participants", len(parts), "gid_prefix", coord.GIDPrefix())
 	if !cfg.Raft.Bootstrap && len(cfg.Raft.Join) > 0 {
-		go joinCluster(ctx, cfg, advertise, logger)
+		var opts []client.Option
+		if serverTLS != nil {
+			opts = append(opts, client.WithTLS(serverTLS.ClientConfig("")))
+		}
+		go joinCluster(ctx, cfg, advertise, logger, opts...)
 	}
 	// Health "" is SERVING while this node takes transactions (it leads and
 	// has recovered); followers answer NOT_SERVING and redirect clients.
@@ -275,7 +318,7 @@ func failpointKnobs(fps map[string]string, logger *slog.Logger) coordinator.Test
 
 // joinCluster asks the nodes in raft.join to add this node as a voter,
 // following leader redirects, with backoff, until it is in or ctx ends.
-func joinCluster(ctx context.Context, cfg Config, advertise string, logger *slog.Logger) {
+func joinCluster(ctx context.Context, cfg Config, advertise string, logger *slog.Logger, opts ...client.Option) {
 	raftAddr := cfg.Raft.Advertise
 	if raftAddr == "" {
 		raftAddr = cfg.Raft.Bind
@@ -284,7 +327,7 @@ func joinCluster(ctx context.Context, cfg Config, advertise string, logger *slog
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		for _, addr := range cfg.Raft.Join {
 			actx, cancel := context.WithTimeout(ctx, 40*time.Second)
-			err := client.AddVoter(actx, addr, cfg.NodeID, raftAddr, advertise)
+			err := client.AddVoter(actx, addr, cfg.NodeID, raftAddr, advertise, opts...)
 			cancel()
 			if err == nil {
 				logger.Info("joined the cluster", "via", addr, "attempt", attempt)

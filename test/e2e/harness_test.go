@@ -61,6 +61,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -92,6 +99,7 @@ type node struct {
 	dir       string
 	cfg       string
 	addr      string
+	opts      nodeOpts
 	clusterID string
 	cmd       *exec.Cmd
 	exited    chan struct{}
@@ -101,13 +109,17 @@ type node struct {
 type nodeOpts struct {
 	maxStatements int
 	extraYAML     string
+	// healthDial: how start() reaches the node (TLS nodes need credentials).
+	healthDial []grpc.DialOption
+	// pgDSN overrides the PostgreSQL participant's DSN.
+	pgDSN string
 }
 
 func newNode(t *testing.T, o nodeOpts) *node {
 	t.Helper()
 	needDBs(t)
 	dir := t.TempDir()
-	n := &node{t: t, dir: dir, addr: freePort(t), cfg: filepath.Join(dir, "txcoord.yaml"),
+	n := &node{t: t, dir: dir, addr: freePort(t), cfg: filepath.Join(dir, "txcoord.yaml"), opts: o,
 		clusterID: fmt.Sprintf("e2e%d", time.Now().UnixNano()%1_000_000_000)}
 	maxStmts := ""
 	if o.maxStatements > 0 {
@@ -133,7 +145,7 @@ coordinator:
     database: %s
     username: %s
     password_env: E2E_SURREAL_PASS
-%s`, n.clusterID, n.addr, filepath.Join(dir, "data"), freePort(t), maxStmts, pgDSN, surURL, surNS, surDB, surUser, o.extraYAML)
+%s`, n.clusterID, n.addr, filepath.Join(dir, "data"), freePort(t), maxStmts, cmpOr(o.pgDSN, pgDSN), surURL, surNS, surDB, surUser, o.extraYAML)
 	if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +177,11 @@ func (n *node) start(failpoints ...string) {
 	n.exited = make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
 
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := n.opts.healthDial
+	if dial == nil {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(n.addr, dial...)
 	if err != nil {
 		n.t.Fatal(err)
 	}
