@@ -62,7 +62,7 @@ func TestMutualTLSRequired(t *testing.T) {
 	}
 	good := tlsClientConfig(t, appFiles)
 	n := newNode(t, nodeOpts{
-		extraYAML: fmt.Sprintf("tls: {cert_file: %q, key_file: %q, ca_file: %q}\n", nodeFiles.Cert, nodeFiles.Key, nodeFiles.CA),
+		extraYAML:  fmt.Sprintf("tls: {cert_file: %q, key_file: %q, ca_file: %q}\n", nodeFiles.Cert, nodeFiles.Key, nodeFiles.CA),
 		healthDial: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(good))},
 	})
 	n.start()
