@@ -23,27 +23,37 @@ autocommit writes, pooled connections, same concurrency) are the baseline.
 
 Workloads (each recreates its tables: bench_accounts in PostgreSQL, records
 bench_account:<n> in SurrealDB):
+  pg-pg       move 1 between rows of txcoord_a and txcoord_b (participants pg-a,
+              pg-b) in one Run call (two-phase commit)
   pg-surreal  move 1 from a PostgreSQL row to a SurrealDB record: Begin, Exec
               UPDATE on participant pg-a, Read + Merge on participant surreal, Commit
-  pg-pg       move 1 between rows of txcoord_a and txcoord_b (participants pg-a,
-              pg-b) in one Run call
   single      one UPDATE on pg-a in one Run call (one-phase commit)
 
-For each workload and concurrency it prints
+With --start it launches a --nodes coordinator cluster (all on this machine,
+fresh data in --work-dir) and reads /proc for the coordinators' CPU and
+memory. Every workload, acknowledgement mode and concurrency is measured in
+--rounds rounds, txcoord and baseline back to back (A B, then B A in the next
+round); the report gives the medians of the rounds and the spread of the ratio.
+
+Output: a table on stdout (with --json -, on stderr), the JSON report and a PNG
+chart where asked, and last, one line per workload at concurrency 32:
   bench: workload=W c=C txcoord_tps=T baseline_tps=B ratio=R p50_ms=P p99_ms=Q
-(ratio = txcoord_tps / baseline_tps; latencies are txcoord's, committed
-transactions only). With --json these lines go to stderr and stdout gets a
-JSON array of results.
+(ratio = txcoord_tps / baseline_tps, the median of the rounds' ratios;
+latencies are txcoord's, committed transactions only, retries included).
+
+--hold N also holds N transactions open (max_active is set to N) and reports
+the leader's memory and what the next Begin gets.
 
 Needs the databases (make db-up) and their environment:
   eval "$(scripts/pg.sh env)"; eval "$(scripts/surreal.sh env)"
 With --addr, the coordinator there must have participants named as
---pg-a/--pg-b/--surreal on those same databases.
+--pg-a/--pg-b/--surreal on those same databases (no CPU figures then).
 
 Examples:
-  bin/txbench --start --workload pg-surreal --concurrency 1,8 --duration 10s
-  bin/txbench --start --workload pg-surreal,pg-pg,single --concurrency 1,4,16,32 --json > bench.json
-  bin/txbench --addr 127.0.0.1:7400 --workload single --concurrency 8 --baseline=false
+  bin/txbench --start --workload pg-pg --concurrency 1,32 --rounds 3 --duration 10s
+  bin/txbench --start --json .data/bench.json --chart .data/bench.png
+  bin/txbench --start --workload pg-pg --concurrency 1 --ack applied,decision
+  bin/txbench --start --workload single --concurrency 1 --rounds 1 --hold 10000
 
 Flags:
 `
@@ -52,24 +62,31 @@ func main() {
 	cfg := bench.DefaultConfig()
 	fs := flag.NewFlagSet("txbench", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
-	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "address of a running txcoord (ignored with --start)")
-	fs.BoolVar(&cfg.Start, "start", false, "launch a coordinator child process for the run (config and log in --work-dir)")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "address(es) of a running txcoord cluster, comma-separated (ignored with --start)")
+	fs.BoolVar(&cfg.Start, "start", false, "launch a coordinator cluster for the run (configs, logs and data in --work-dir)")
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "nodes of the --start cluster (1, 3 or 5)")
 	fs.StringVar(&cfg.Txcoord, "txcoord", cfg.Txcoord, "txcoord binary for --start")
-	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for --start's config, log and data")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC address of the --start coordinator")
-	fs.StringVar(&cfg.RaftBind, "raft-bind", cfg.RaftBind, "Raft address of the --start coordinator")
+	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for --start's configs, logs and data (emptied first)")
+	fs.IntVar(&cfg.BasePort, "base-port", cfg.BasePort, "node i of --start listens on base-port+i (gRPC) and base-port+100+i (Raft)")
+	fs.IntVar(&cfg.MaxActive, "max-active", 0, "coordinator.max_active of the --start nodes (0: server default)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "pool size of each participant on the --start nodes (0: adapter default)")
 	workloads := fs.String("workload", strings.Join(cfg.Workloads, ","), "comma list of workloads: "+strings.Join(bench.Workloads, ", "))
 	conc := fs.String("concurrency", joinInts(cfg.Concurrency), "comma list of concurrency levels to sweep")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time per workload, concurrency and side")
+	acks := fs.String("ack", strings.Join(cfg.Acks, ","), "comma list of acknowledgement modes: applied (Commit waits for phase two), decision")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "A/B rounds per measurement; medians are reported")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time per workload, concurrency, side and round")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
 	fs.IntVar(&cfg.Accounts, "accounts", cfg.Accounts, "rows/records per store (fewer means more conflicts)")
 	fs.BoolVar(&cfg.Baseline, "baseline", cfg.Baseline, "also measure the non-atomic baseline")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the account choices")
+	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "re-runs of an aborted transfer (conflict, NO vote)")
+	fs.IntVar(&cfg.Hold, "hold", 0, "also hold this many transactions open and measure memory and the max_active refusal")
 	fs.StringVar(&cfg.PGA, "pg-a", cfg.PGA, "participant name of database txcoord_a (TXCOORD_PG_DSN_A)")
 	fs.StringVar(&cfg.PGB, "pg-b", cfg.PGB, "participant name of database txcoord_b (TXCOORD_PG_DSN_B)")
 	fs.StringVar(&cfg.Surreal, "surreal", cfg.Surreal, "participant name of the SurrealDB database")
-	fs.DurationVar(&cfg.OpTimeout, "op-timeout", cfg.OpTimeout, "bound on one transaction")
-	jsonOut := fs.Bool("json", false, "write the results as JSON to stdout (the bench: lines go to stderr)")
+	fs.DurationVar(&cfg.OpTimeout, "op-timeout", cfg.OpTimeout, "bound on one transaction attempt")
+	jsonOut := fs.String("json", "", "write the JSON report to this file (- for stdout; the table then goes to stderr)")
+	chartOut := fs.String("chart", "", "write a PNG chart (throughput and p99 against concurrency) to this file")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			os.Exit(0)
@@ -77,6 +94,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Workloads = splitList(*workloads)
+	cfg.Acks = splitList(*acks)
 	cfg.Concurrency = nil
 	for _, s := range splitList(*conc) {
 		n, err := strconv.Atoi(s)
@@ -94,26 +112,66 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	results, err := bench.Run(ctx, cfg)
-	lines := os.Stdout
-	if *jsonOut {
-		lines = os.Stderr
+	rep, err := bench.Run(ctx, cfg)
+	out := os.Stdout
+	if *jsonOut == "-" {
+		out = os.Stderr
 	}
-	for _, r := range results {
-		fmt.Fprintln(lines, r.Line())
-	}
-	if *jsonOut {
-		if results == nil {
-			results = []bench.Result{}
+	failed := err != nil
+	if rep != nil {
+		rep.WriteTable(out)
+		if *jsonOut != "" {
+			if werr := writeJSON(*jsonOut, rep); werr != nil {
+				fmt.Fprintf(os.Stderr, "txbench: %v\n", werr)
+				failed = true
+			}
 		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(results) //nolint:errcheck // stdout
+		if *chartOut != "" && len(rep.Results) > 0 {
+			if werr := writeChart(*chartOut, rep); werr != nil {
+				fmt.Fprintf(os.Stderr, "txbench: %v\n", werr)
+				failed = true
+			}
+		}
+		for _, line := range rep.FinalLines() {
+			fmt.Fprintln(out, line)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "txbench: %v\n", err)
+	}
+	if failed {
 		os.Exit(1)
 	}
+}
+
+func writeJSON(path string, rep *bench.Report) error {
+	w := os.Stdout
+	if path != "-" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("json: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("json: %w", err)
+	}
+	return nil
+}
+
+func writeChart(path string, rep *bench.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if err := rep.WriteChart(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func splitList(s string) []string {

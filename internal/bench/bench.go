@@ -3,7 +3,15 @@
 // on the databases without atomicity (independent autocommit writes, pooled
 // connections, the same concurrency). The ratio is the price of atomicity.
 //
-// The package has few types: Config (and Run), Result and Stats.
+// A run launches a coordinator cluster (3 nodes by default, all on this
+// machine) or uses a running one, and measures every workload at every
+// concurrency, txcoord and baseline one after the other, in several rounds
+// whose A/B order alternates (the machine is noisy: the median of the rounds
+// is reported, and the spread of the ratio says how noisy). It also reads
+// /proc for the CPU and memory the coordinator processes (and the database
+// servers) used, per 1,000 transactions.
+//
+// The package has few types: Config (and Run), Report, Result and Stats.
 package bench
 
 import (
@@ -12,8 +20,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"os"
-	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,33 +36,62 @@ import (
 )
 
 // Workloads lists the workload names.
-var Workloads = []string{"pg-surreal", "pg-pg", "single"}
+var Workloads = []string{"pg-pg", "pg-surreal", "single"}
+
+// Ack modes: when Commit returns (client.TxOptions.AckDecision).
+const (
+	AckApplied  = "applied"  // after every participant committed (default)
+	AckDecision = "decision" // once the decision is durable
+)
 
 // Config configures a benchmark run. Start from DefaultConfig.
 type Config struct {
-	// Addr of a running txcoord; ignored with Start.
+	// Addr of a running txcoord cluster (comma-separated addresses);
+	// ignored with Start.
 	Addr string
-	// Start launches a coordinator child process (like the demo) with
-	// participants PGA, PGB (when TXCOORD_PG_DSN_B is set) and Surreal.
+	// Start launches Nodes coordinator processes forming one Raft cluster
+	// (fresh data each run) with participants PGA, PGB (when
+	// TXCOORD_PG_DSN_B is set) and Surreal.
 	Start bool
-	// Txcoord, WorkDir, Listen, RaftBind configure the launched coordinator.
-	Txcoord, WorkDir, Listen, RaftBind string
+	Nodes int
+	// Txcoord is the binary, WorkDir holds the nodes' configs, logs and
+	// data; node i listens on BasePort+i (gRPC) and BasePort+100+i (Raft).
+	Txcoord, WorkDir string
+	BasePort         int
+	// MaxActive is the launched nodes' coordinator.max_active (0: the
+	// server default, or Hold when Hold is set).
+	MaxActive int
+	// MaxConns is each participant's pool size on the launched nodes (0:
+	// the adapter default).
+	MaxConns int
 
 	Workloads   []string
 	Concurrency []int
-	Duration    time.Duration // measured, per workload, concurrency and side
-	Warmup      time.Duration // run before each measurement, not counted
-	Accounts    int           // rows/records per store the workloads spread over
-	Baseline    bool          // measure the baseline too
-	Seed        uint64
+	// Acks lists the acknowledgement modes to measure (AckApplied, AckDecision).
+	Acks     []string
+	Rounds   int           // A/B rounds; medians are reported
+	Duration time.Duration // measured, per workload, concurrency, side and round
+	Warmup   time.Duration // run before each measurement, not counted
+	Accounts int           // rows/records per store the workloads spread over
+	Baseline bool          // measure the baseline too
+	Seed     uint64
+	// Retries: an aborted transfer (a conflict, a NO vote) is run again up
+	// to this many times, as an application would; the latency of a
+	// transfer includes its retries.
+	Retries int
+
+	// Hold > 0 also measures memory with Hold transactions held open
+	// (begun, one staged write each where SurrealDB is configured, not
+	// committed) and checks that one more Begin is refused by max_active.
+	Hold int
 
 	// Participant names on the coordinator.
 	PGA, PGB, Surreal string
 	Stores            demo.Stores
 
-	// OpTimeout bounds one operation (a whole transaction).
+	// OpTimeout bounds one transaction attempt.
 	OpTimeout time.Duration
-	// Log receives progress and the human report.
+	// Log receives progress.
 	Log io.Writer
 }
 
@@ -61,14 +101,14 @@ const (
 	surrealTable = "bench_account"
 )
 
-// DefaultConfig measures pg-surreal at concurrency 1 and 8.
+// DefaultConfig measures every workload at concurrency 1, 8, 16 and 32
+// against a 3-node cluster it launches, in 3 rounds.
 func DefaultConfig() Config {
 	return Config{
-		Addr: "127.0.0.1:7400", Txcoord: "bin/txcoord", WorkDir: ".data/bench",
-		Listen: "127.0.0.1:7462", RaftBind: "127.0.0.1:7562",
-		Workloads: []string{"pg-surreal"}, Concurrency: []int{1, 8},
-		Duration: 10 * time.Second, Warmup: 2 * time.Second, Accounts: 1000, Baseline: true, Seed: 1,
-		PGA: "pg-a", PGB: "pg-b", Surreal: "surreal",
+		Addr: "127.0.0.1:7400", Nodes: 3, Txcoord: "bin/txcoord", WorkDir: ".data/bench", BasePort: 7481,
+		Workloads: slices.Clone(Workloads), Concurrency: []int{1, 8, 16, 32}, Acks: []string{AckApplied},
+		Rounds: 3, Duration: 10 * time.Second, Warmup: 2 * time.Second, Accounts: 1000, Baseline: true, Seed: 1,
+		Retries: 3, PGA: "pg-a", PGB: "pg-b", Surreal: "surreal",
 		OpTimeout: 30 * time.Second, Log: os.Stderr,
 	}
 }
@@ -93,7 +133,7 @@ func (c Config) Validate() error {
 		}
 	}
 	hint := `start the databases (make db-up) and eval "$(scripts/pg.sh env)"; eval "$(scripts/surreal.sh env)"`
-	if needA && c.Stores.PGDSNA == "" {
+	if (needA || c.Hold > 0) && c.Stores.PGDSNA == "" {
 		errs = append(errs, fmt.Errorf("TXCOORD_PG_DSN_A is not set: %s", hint))
 	}
 	if needB && c.Stores.PGDSNB == "" {
@@ -110,6 +150,17 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("concurrency %d: want 1..1024", n))
 		}
 	}
+	if len(c.Acks) == 0 {
+		errs = append(errs, errors.New("ack: give applied, decision or both"))
+	}
+	for _, a := range c.Acks {
+		if a != AckApplied && a != AckDecision {
+			errs = append(errs, fmt.Errorf("ack %q: use %s or %s", a, AckApplied, AckDecision))
+		}
+	}
+	if c.Rounds < 1 || c.Rounds > 100 {
+		errs = append(errs, fmt.Errorf("rounds %d: want 1..100 (3 or more to see the noise)", c.Rounds))
+	}
 	if c.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("duration %s: want > 0", c.Duration))
 	}
@@ -119,10 +170,29 @@ func (c Config) Validate() error {
 	if c.Accounts < 1 || c.Accounts > 1_000_000 {
 		errs = append(errs, fmt.Errorf("accounts %d: want 1..1000000", c.Accounts))
 	}
+	if c.Retries < 0 || c.Retries > 100 {
+		errs = append(errs, fmt.Errorf("retries %d: want 0..100", c.Retries))
+	}
+	if c.Hold < 0 || c.Hold > 1_000_000 {
+		errs = append(errs, fmt.Errorf("hold %d: want 0..1000000", c.Hold))
+	}
 	if c.OpTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("op-timeout %s: want > 0", c.OpTimeout))
 	}
-	if !c.Start && c.Addr == "" {
+	if c.Start {
+		if c.Nodes != 1 && c.Nodes != 3 && c.Nodes != 5 {
+			errs = append(errs, fmt.Errorf("nodes %d: use 1, 3 or 5", c.Nodes))
+		}
+		if c.BasePort < 1024 || c.BasePort+100+c.Nodes > 65535 {
+			errs = append(errs, fmt.Errorf("base-port %d: want 1024..65000", c.BasePort))
+		}
+		if c.MaxActive < 0 || c.MaxConns < 0 {
+			errs = append(errs, errors.New("max-active and max-conns must not be negative"))
+		}
+		if c.Hold > 0 && c.MaxActive > 0 && c.MaxActive != c.Hold {
+			errs = append(errs, fmt.Errorf("hold %d with max-active %d: the hold measurement fills max_active exactly; leave max-active unset", c.Hold, c.MaxActive))
+		}
+	} else if c.Addr == "" {
 		errs = append(errs, errors.New("addr is empty: give a running txcoord's address, or --start"))
 	}
 	if c.Log == nil {
@@ -133,6 +203,9 @@ func (c Config) Validate() error {
 
 // needs reports whether a workload uses a store: "a", "b" or "surreal".
 func (c Config) needs(store string) bool {
+	if c.Hold > 0 && store == "surreal" && c.Stores.SurrealURL != "" {
+		return true
+	}
 	for _, w := range c.Workloads {
 		if store == "a" || (store == "b" && w == "pg-pg") || (store == "surreal" && w == "pg-surreal") {
 			return true
@@ -164,26 +237,33 @@ func (e *env) surrealConn(ctx context.Context, worker int) (*demo.SurrealConn, e
 	return sc, nil
 }
 
-// Run runs every workload at every concurrency and returns the results in
-// that order. An error means the benchmark could not run.
-func Run(ctx context.Context, cfg Config) ([]Result, error) {
+// Run runs every round of every workload at every concurrency and returns
+// the report. An error means the benchmark could not run (a partial report
+// may come with it).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if cfg.Hold > 0 && cfg.MaxActive == 0 {
+		cfg.MaxActive = cfg.Hold
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Log, "bench: "+format+"\n", args...) }
 	maxC := 0
 	for _, n := range cfg.Concurrency {
 		maxC = max(maxC, n)
 	}
+	rep := &Report{Machine: describeMachine(), Started: time.Now().UTC().Format(time.RFC3339)}
+	rep.Settings = settingsOf(cfg)
 
 	addr := cfg.Addr
+	var cl *cluster
 	if cfg.Start {
-		coord, err := startCoordinator(ctx, cfg, say)
-		if err != nil {
+		var err error
+		if cl, err = startCluster(ctx, cfg, say); err != nil {
 			return nil, err
 		}
-		defer coord.Stop(10 * time.Second) //nolint:errcheck // best effort at exit
-		addr = cfg.Listen
+		defer cl.stop()
+		addr = cl.addrList()
 	}
 	c, err := demo.DialClient(ctx, addr)
 	if err != nil {
@@ -207,7 +287,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 				sc.Close()
 			}
 		}()
-		for range maxC {
+		for range max(maxC, 1) {
 			sc, err := demo.DialSurreal(ctx, cfg.Stores.Surreal())
 			if err != nil {
 				return nil, err
@@ -215,82 +295,172 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			e.surreal = append(e.surreal, sc)
 		}
 	}
+	pgPID, surrPID := findPostmaster(dsnPort(cfg.Stores.PGDSNA)), 0
+	if cfg.needs("surreal") {
+		surrPID = findSurrealServer(urlPort(cfg.Stores.SurrealURL))
+	}
+	if pgPID == 0 {
+		say("PostgreSQL server process not found on this machine: its CPU is not reported")
+	}
+	newMon := func() *monitor {
+		if cl == nil {
+			return newMonitor(nil, -1, pgPID, surrPID)
+		}
+		leader, err := cl.leader(ctx, c)
+		if err != nil {
+			say("cannot tell the leader (%v): leader CPU and RSS not reported", err)
+		}
+		return newMonitor(cl.pids(), leader, pgPID, surrPID)
+	}
 
-	var results []Result
 	for _, name := range cfg.Workloads {
-		w := workloads[name]
 		say("%s: setting up %d accounts per store", name, cfg.Accounts)
-		if err := w.setup(ctx, e); err != nil {
-			return results, fmt.Errorf("%s: setup: %w", name, err)
+		if err := workloads[name].setup(ctx, e); err != nil {
+			return rep, fmt.Errorf("%s: setup: %w", name, err)
 		}
-		for _, n := range cfg.Concurrency {
-			r := Result{Workload: name, Concurrency: n}
-			say("%s c=%d: txcoord, %s warmup + %s", name, n, cfg.Warmup, cfg.Duration)
-			r.Txcoord = drive(ctx, n, cfg.Warmup, cfg.Duration, cfg.OpTimeout, cfg.Seed, func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
-				return w.txcoord(ctx, e, rnd)
-			})
-			say("%s", r.Txcoord.detail("txcoord"))
-			if cfg.Baseline {
-				say("%s c=%d: baseline, %s warmup + %s", name, n, cfg.Warmup, cfg.Duration)
-				b := drive(ctx, n, cfg.Warmup, cfg.Duration, cfg.OpTimeout, cfg.Seed, func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
-					return w.baseline(ctx, e, worker, rnd)
-				})
+	}
+	// One entry per workload, ack and concurrency, filled round by round.
+	var results []*Result
+	for _, name := range cfg.Workloads {
+		for _, ack := range cfg.Acks {
+			for _, n := range cfg.Concurrency {
+				results = append(results, &Result{Workload: name, Ack: ack, Concurrency: n})
+			}
+		}
+	}
+	for round := 1; round <= cfg.Rounds; round++ {
+		for _, r := range results {
+			w := workloads[r.Workload]
+			opts := client.TxOptions{Timeout: cfg.OpTimeout, AckDecision: r.Ack == AckDecision}
+			seed := cfg.Seed + uint64(round)*1_000_003
+			var rr Round
+			runTx := func() {
+				say("round %d/%d %s ack=%s c=%d: txcoord, %s warmup + %s", round, cfg.Rounds, r.Workload, r.Ack, r.Concurrency, cfg.Warmup, cfg.Duration)
+				rr.Txcoord = drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, cfg.Retries, newMon(),
+					func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
+						return w.txcoord(ctx, e, opts, rnd)
+					})
+				say("%s", rr.Txcoord.detail("txcoord"))
+			}
+			runBase := func() {
+				say("round %d/%d %s c=%d: baseline, %s warmup + %s", round, cfg.Rounds, r.Workload, r.Concurrency, cfg.Warmup, cfg.Duration)
+				b := drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, 0, newMon(),
+					func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
+						return w.baseline(ctx, e, worker, rnd)
+					})
 				say("%s", b.detail("baseline"))
-				r.Baseline = &b
-				r.Ratio = ratio(r.Txcoord.TPS, b.TPS)
+				rr.Baseline = &b
 			}
-			results = append(results, r)
+			// A B in odd rounds, B A in even ones: drift of the machine
+			// (other load, table bloat) then falls on both sides alike.
+			switch {
+			case !cfg.Baseline:
+				runTx()
+			case round%2 == 1:
+				runTx()
+				runBase()
+			default:
+				runBase()
+				runTx()
+			}
+			if rr.Baseline != nil {
+				rr.Ratio = ratio(rr.Txcoord.TPS, rr.Baseline.TPS)
+			}
+			r.Rounds = append(r.Rounds, rr)
+			r.summarize()
 			if ctx.Err() != nil {
-				return results, ctx.Err()
+				rep.Results = deref(results)
+				return rep, ctx.Err()
 			}
 		}
 	}
-	return results, nil
+	rep.Results = deref(results)
+	if cfg.Hold > 0 {
+		var pids []int
+		leader := -1
+		if cl != nil {
+			pids = cl.pids()
+			leader, _ = cl.leader(ctx, c)
+		}
+		h, err := hold(ctx, e, cfg.Hold, pids, leader, say)
+		rep.Hold = h
+		if err != nil {
+			return rep, fmt.Errorf("hold: %w", err)
+		}
+	}
+	return rep, nil
 }
 
-func startCoordinator(ctx context.Context, cfg Config, say func(string, ...any)) (*demo.Coordinator, error) {
-	dir, err := filepath.Abs(cfg.WorkDir)
+func deref(rs []*Result) []Result {
+	out := make([]Result, 0, len(rs))
+	for _, r := range rs {
+		if len(r.Rounds) > 0 {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+func dsnPort(dsn string) int {
+	if u, err := url.Parse(dsn); err == nil && u.Port() != "" {
+		p, _ := strconv.Atoi(u.Port())
+		return p
+	}
+	for _, kv := range strings.Fields(dsn) {
+		if v, ok := strings.CutPrefix(kv, "port="); ok {
+			p, _ := strconv.Atoi(v)
+			return p
+		}
+	}
+	return 5432
+}
+
+func urlPort(s string) int {
+	u, err := url.Parse(s)
 	if err != nil {
-		return nil, err
+		return 0
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("work dir: %w", err)
-	}
-	f := benchNodeFile(cfg, dir)
-	confPath, logPath := filepath.Join(dir, "txcoord.yaml"), filepath.Join(dir, "txcoord.log")
-	if err := f.Write(confPath); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
-		return nil, fmt.Errorf("coordinator log: %w", err)
-	}
-	coord := &demo.Coordinator{
-		Binary: cfg.Txcoord, ConfigPath: confPath, Addr: cfg.Listen, LogPath: logPath,
-		Env: demo.ChildEnv(os.Environ(), demo.SurrealPasswordEnv+"="+cfg.Stores.SurrealPass),
-	}
-	say("starting coordinator: %s serve --config %s (log %s)", cfg.Txcoord, confPath, logPath)
-	if err := coord.Start(); err != nil {
-		return nil, err
-	}
-	if _, err := coord.WaitHealthy(ctx, 30*time.Second); err != nil {
-		coord.Stop(5 * time.Second) //nolint:errcheck // already failing
-		return nil, err
-	}
-	return coord, nil
+	p, _ := strconv.Atoi(u.Port())
+	return p
 }
 
-// benchNodeFile is the configuration of a coordinator launched by --start.
-func benchNodeFile(cfg Config, dir string) demo.NodeFile {
-	parts := []demo.NodeParticipant{demo.PostgresParticipant(cfg.PGA, cfg.Stores.PGDSNA)}
-	if cfg.Stores.PGDSNB != "" {
-		parts = append(parts, demo.PostgresParticipant(cfg.PGB, cfg.Stores.PGDSNB))
+// Machine describes where the numbers were taken.
+type Machine struct {
+	CPUs      int     `json:"cpus"`
+	CPUModel  string  `json:"cpu_model"`
+	Kernel    string  `json:"kernel"`
+	GoVersion string  `json:"go_version"`
+	MemoryMiB int64   `json:"memory_mib"`
+	Load1     float64 `json:"load1_at_start"`
+}
+
+func describeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
 	}
-	if cfg.Stores.SurrealURL != "" {
-		parts = append(parts, demo.SurrealDBParticipant(cfg.Surreal, cfg.Stores))
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
 	}
-	f := demo.SingleNode("bench", cfg.Listen, cfg.RaftBind, filepath.Join(dir, "n1"), parts...)
-	f.LogLevel = "warn" // the bench measures; per-transaction logging would cost
-	return f
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				m.MemoryMiB = kb >> 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			m.Load1, _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
+	return m
 }
 
 // outcome of one operation.
@@ -304,17 +474,21 @@ const (
 
 // drive runs op on n workers for warmup+duration and measures the operations
 // that started after the warmup. Workers stop starting operations at the end;
-// the measured time runs until the last measured operation finished.
-func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration, seed uint64,
+// the measured time runs until the last measured operation finished. An
+// aborted operation is run again, with the same random choices, up to
+// retries times; its latency includes the retries. mon (may be nil) is
+// started when the warmup ends and stopped when the last worker is done.
+func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration, seed uint64, retries int, mon *monitor,
 	op func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error)) Stats {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(duration)
 	type acc struct {
-		lat          []time.Duration
-		aborts, errs int
-		last         time.Time
-		firstErr     error
+		lat                   []time.Duration
+		aborts, retries, errs int
+		failed                int // operations that aborted on every attempt
+		last                  time.Time
+		firstErr              error
 	}
 	accs := make([]acc, n)
 	var wg sync.WaitGroup
@@ -329,11 +503,24 @@ func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration
 				if !t0.Before(end) {
 					return
 				}
-				octx, cancel := context.WithTimeout(ctx, opTimeout)
-				out, err := op(octx, i, rnd)
-				cancel()
+				measured := !t0.Before(measureFrom)
+				opSeed := rnd.Uint64()
+				var out outcome
+				var err error
+				for attempt := 0; ; attempt++ {
+					octx, cancel := context.WithTimeout(ctx, opTimeout)
+					out, err = op(octx, i, rand.New(rand.NewPCG(opSeed, 0)))
+					cancel()
+					if out != outAborted || attempt >= retries || ctx.Err() != nil {
+						break
+					}
+					if measured {
+						a.aborts++
+						a.retries++
+					}
+				}
 				t1 := time.Now()
-				if t0.Before(measureFrom) {
+				if !measured {
 					continue
 				}
 				a.last = t1
@@ -342,6 +529,7 @@ func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration
 					a.lat = append(a.lat, t1.Sub(t0))
 				case outAborted:
 					a.aborts++
+					a.failed++
 				default:
 					a.errs++
 					if a.firstErr == nil {
@@ -355,14 +543,27 @@ func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration
 			}
 		}()
 	}
+	if mon != nil {
+		select {
+		case <-time.After(time.Until(measureFrom)):
+		case <-ctx.Done():
+		}
+		mon.start()
+	}
 	wg.Wait()
+	var u Usage
+	if mon != nil {
+		u = mon.stop()
+	}
 	var lat []time.Duration
-	aborts, errs := 0, 0
+	var aborts, retried, failed, errs int
 	last := end
 	var first error
 	for _, a := range accs {
 		lat = append(lat, a.lat...)
 		aborts += a.aborts
+		retried += a.retries
+		failed += a.failed
 		errs += a.errs
 		if a.last.After(last) {
 			last = a.last
@@ -372,9 +573,11 @@ func drive(ctx context.Context, n int, warmup, duration, opTimeout time.Duration
 		}
 	}
 	s := summarize(lat, aborts, errs, last.Sub(measureFrom))
+	s.Retries, s.Failed = retried, failed
 	if first != nil {
 		s.FirstError = first.Error()
 	}
+	s.setUsage(u, runtime.NumCPU())
 	return s
 }
 

@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,7 +105,7 @@ func TestClassify(t *testing.T) {
 // are not counted.
 func TestDrive(t *testing.T) {
 	var calls atomic.Int64
-	s := drive(context.Background(), 3, 0, 30*time.Millisecond, time.Second, 1,
+	s := drive(context.Background(), 3, 0, 30*time.Millisecond, time.Second, 1, 0, nil,
 		func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
 			switch calls.Add(1) % 3 {
 			case 0:
@@ -121,7 +124,7 @@ func TestDrive(t *testing.T) {
 	}
 
 	calls.Store(0)
-	s = drive(context.Background(), 1, 20*time.Millisecond, time.Millisecond, time.Second, 1,
+	s = drive(context.Background(), 1, 20*time.Millisecond, time.Millisecond, time.Second, 1, 0, nil,
 		func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
 			calls.Add(1)
 			time.Sleep(time.Millisecond)
@@ -173,22 +176,152 @@ func TestNeeds(t *testing.T) {
 	}
 }
 
-func TestBenchNodeFile(t *testing.T) {
-	f := benchNodeFile(validConfig(), "/tmp/b")
-	b, err := f.Marshal()
+// TestDriveRetries: an aborted operation is run again with the same random
+// choices; retries and aborts are counted, and an operation that aborts on
+// every attempt is counted as failed.
+func TestDriveRetries(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[uint64]int{} // first random number of an attempt → attempts
+	s := drive(context.Background(), 2, 0, 30*time.Millisecond, time.Second, 7, 2, nil,
+		func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
+			k := rnd.Uint64()
+			mu.Lock()
+			seen[k]++
+			n := seen[k]
+			mu.Unlock()
+			time.Sleep(100 * time.Microsecond)
+			if k%2 == 0 || n < 2 { // even keys always abort, odd ones once
+				return outAborted, client.ErrAborted
+			}
+			return outOK, nil
+		})
+	if s.Ops == 0 || s.Failed == 0 || s.Retries == 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	for k, n := range seen {
+		if k%2 == 0 && n > 3 {
+			t.Fatalf("key %d attempted %d times with 2 retries", k, n)
+		}
+	}
+	if s.Aborts != s.Retries+s.Failed {
+		t.Fatalf("aborts %d != retries %d + failed %d", s.Aborts, s.Retries, s.Failed)
+	}
+}
+
+func TestMedians(t *testing.T) {
+	r := Result{Workload: "pg-pg", Ack: AckApplied, Concurrency: 32}
+	for _, x := range []struct{ tx, base float64 }{{100, 400}, {300, 500}, {200, 1000}} {
+		b := Stats{TPS: x.base, P50Ms: x.base / 100}
+		r.Rounds = append(r.Rounds, Round{Txcoord: Stats{TPS: x.tx, P50Ms: x.tx / 10, Ops: int(x.tx)}, Baseline: &b, Ratio: x.tx / x.base})
+	}
+	r.summarize()
+	if r.Txcoord.TPS != 200 || r.Txcoord.P50Ms != 20 || r.Txcoord.Ops != 200 || r.Baseline.TPS != 500 {
+		t.Fatalf("medians %+v %+v", r.Txcoord, r.Baseline)
+	}
+	// Ratios 0.25, 0.6, 0.2: the median ratio, not the ratio of medians.
+	if r.Ratio != 0.25 || r.RatioMin != 0.2 || r.RatioMax != 0.6 {
+		t.Fatalf("ratio %v (%v-%v)", r.Ratio, r.RatioMin, r.RatioMax)
+	}
+	if median([]float64{4, 1, 3, 2}) != 2.5 || median(nil) != 0 {
+		t.Fatal("median")
+	}
+}
+
+func TestFinalLines(t *testing.T) {
+	rep := &Report{Settings: Settings{Workloads: []string{"pg-pg", "single"}, Acks: []string{AckDecision, AckApplied}}}
+	for _, w := range []string{"pg-pg", "single"} {
+		for _, ack := range []string{AckDecision, AckApplied} {
+			for _, c := range []int{1, 16, 32, 64} {
+				rep.Results = append(rep.Results, Result{Workload: w, Ack: ack, Concurrency: c, Txcoord: Stats{TPS: float64(c)}})
+			}
+		}
+	}
+	lines := rep.FinalLines()
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "bench: workload=pg-pg c=32 txcoord_tps=32.0 ") ||
+		!strings.HasPrefix(lines[1], "bench: workload=single c=32 ") {
+		t.Fatalf("lines %q", lines)
+	}
+	rep.Results = rep.Results[:2] // pg-pg decision at c=1 and 16 only
+	rep.Settings.Acks = []string{AckDecision}
+	if lines := rep.FinalLines(); len(lines) != 1 || !strings.Contains(lines[0], " c=16 ") {
+		t.Fatalf("without c=32: %q", lines)
+	}
+}
+
+func TestNodeFile(t *testing.T) {
+	dir := t.TempDir()
+	f := nodeFile{NodeID: "n2", ClusterID: "bench", Listen: "127.0.0.1:7482", DataDir: dir + "/n2",
+		Raft:         nodeRaft{Bind: "127.0.0.1:7582", Bootstrap: true, Peers: []nodePeer{{ID: "n1", Raft: "r1", GRPC: "g1"}, {ID: "n2", Raft: "r2", GRPC: "g2"}}},
+		Participants: []demo.NodeParticipant{demo.PostgresParticipant("pg-a", "postgres://a")},
+		Coordinator:  nodeCoordinator{MaxActive: 10000}, LogLevel: "warn"}
+	if err := f.write(dir + "/n2.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(dir + "/n2.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(b)
-	for _, want := range []string{"cluster_id: bench", "name: pg-a", "dsn: postgres://a", "name: pg-b",
-		"dsn: postgres://b", "name: surreal", "listen: 127.0.0.1:7462", "data_dir: /tmp/b/n1", "log_level: warn"} {
+	for _, want := range []string{"node_id: n2", "cluster_id: bench", "max_active: 10000", "name: pg-a", "dsn: postgres://a",
+		"listen: 127.0.0.1:7482", "bind: 127.0.0.1:7582", "id: n1", "log_level: warn"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config lacks %q:\n%s", want, text)
 		}
 	}
-	c := validConfig()
-	c.Stores.PGDSNB, c.Stores.SurrealURL = "", ""
-	if parts := benchNodeFile(c, "/tmp/b").Participants; len(parts) != 1 {
-		t.Fatalf("participants without B and SurrealDB: %+v", parts)
+}
+
+func TestProcStat(t *testing.T) {
+	pid := os.Getpid()
+	for i := 0; i < 2_000_000; i++ { // burn a little CPU
+		_ = fmt.Sprint(i)
+	}
+	cpu, err := procCPU(pid, false)
+	if err != nil || cpu <= 0 {
+		t.Fatalf("cpu %v, %v", cpu, err)
+	}
+	if rss, err := procRSS(pid); err != nil || rss < 1<<20 {
+		t.Fatalf("rss %d, %v", rss, err)
+	}
+	if ppid, err := procPPID(pid); err != nil || ppid != os.Getppid() {
+		t.Fatalf("ppid %d, %v", ppid, err)
+	}
+	if procHWM(pid) <= 0 {
+		t.Fatal("hwm")
+	}
+	m := newMonitor([]int{pid}, 0, 0, 0)
+	m.start()
+	time.Sleep(150 * time.Millisecond)
+	u := m.stop()
+	if u.LeaderPeakRSSMiB <= 0 || u.PeakRSSMiB != u.LeaderPeakRSSMiB {
+		t.Fatalf("usage %+v", u)
+	}
+}
+
+func TestPorts(t *testing.T) {
+	if dsnPort("postgres://u@127.0.0.1:55432/db?sslmode=disable") != 55432 || dsnPort("host=x port=6543 dbname=y") != 6543 ||
+		dsnPort("host=x") != 5432 || urlPort("ws://127.0.0.1:58000/rpc") != 58000 {
+		t.Fatal("ports")
+	}
+}
+
+func TestChart(t *testing.T) {
+	rep := &Report{Settings: Settings{Workloads: []string{"pg-pg"}, Concurrency: []int{1, 8, 32}, Acks: []string{AckApplied, AckDecision}}}
+	for _, ack := range []string{AckApplied, AckDecision} {
+		for _, c := range []int{1, 8, 32} {
+			rep.Results = append(rep.Results, Result{Workload: "pg-pg", Ack: ack, Concurrency: c,
+				Txcoord: Stats{TPS: float64(10 * c), P99Ms: 5}, Baseline: &Stats{TPS: float64(30 * c), P99Ms: 2}})
+		}
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteChart(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte("\x89PNG")) {
+		t.Fatal("not a PNG")
+	}
+	var table strings.Builder
+	rep.WriteTable(&table)
+	if !strings.Contains(table.String(), "pg-pg") {
+		t.Fatalf("table:\n%s", table.String())
 	}
 }

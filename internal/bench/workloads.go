@@ -13,7 +13,7 @@ import (
 // and the same writes done directly (the baseline).
 type workload struct {
 	setup    func(ctx context.Context, e *env) error
-	txcoord  func(ctx context.Context, e *env, rnd *rand.Rand) (outcome, error)
+	txcoord  func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error)
 	baseline func(ctx context.Context, e *env, worker int, rnd *rand.Rand) (outcome, error)
 }
 
@@ -36,9 +36,9 @@ var workloads = map[string]workload{
 			}
 			return seedSurreal(ctx, e, e.cfg.Accounts)
 		},
-		txcoord: func(ctx context.Context, e *env, rnd *rand.Rand) (outcome, error) {
+		txcoord: func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error) {
 			pid, sid := rnd.Int64N(int64(e.cfg.Accounts)), rnd.Int64N(int64(e.cfg.Accounts))
-			tx, err := e.c.Begin(ctx, client.TxOptions{Timeout: e.cfg.OpTimeout})
+			tx, err := e.c.Begin(ctx, opts)
 			if err != nil {
 				return outError, err
 			}
@@ -88,9 +88,9 @@ var workloads = map[string]workload{
 			}
 			return setupPG(ctx, e.pgB, e.cfg.Accounts)
 		},
-		txcoord: func(ctx context.Context, e *env, rnd *rand.Rand) (outcome, error) {
+		txcoord: func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error) {
 			a, b := rnd.Int64N(int64(e.cfg.Accounts)), rnd.Int64N(int64(e.cfg.Accounts))
-			_, _, err := e.c.Run(ctx, client.TxOptions{Timeout: e.cfg.OpTimeout},
+			_, _, err := e.c.Run(ctx, opts,
 				client.On(e.cfg.PGA, client.SQL(sqlDebit, a)),
 				client.On(e.cfg.PGB, client.SQL(sqlCredit, b)))
 			return classify(err)
@@ -110,8 +110,8 @@ var workloads = map[string]workload{
 	// commit). Baseline: the same UPDATE, autocommit.
 	"single": {
 		setup: func(ctx context.Context, e *env) error { return setupPG(ctx, e.pgA, e.cfg.Accounts) },
-		txcoord: func(ctx context.Context, e *env, rnd *rand.Rand) (outcome, error) {
-			_, _, err := e.c.Run(ctx, client.TxOptions{Timeout: e.cfg.OpTimeout},
+		txcoord: func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error) {
+			_, _, err := e.c.Run(ctx, opts,
 				client.On(e.cfg.PGA, client.SQL(sqlCredit, rnd.Int64N(int64(e.cfg.Accounts)))))
 			return classify(err)
 		},
