@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/txcoord/txcoord/client"
+)
+
+// TestRunMovesOffDeadNode checks that a client using only the Run API keeps
+// working when the node it talks to dies for good: the client is given every
+// node's address, the leader is SIGKILLed and not restarted, and the two
+// survivors elect a new leader. Run on the dead node fails at the transport
+// (reported as an unknown outcome without a txid, which is correct: the
+// client cannot tell whether the request arrived); the next calls must go
+// to another node and commit.
+func TestRunMovesOffDeadNode(t *testing.T) {
+	c := newCluster(t, "runmove", clusterOpts{tuned: true})
+	s := openStores(t)
+	c.startAll()
+	leader := c.leader()
+	var survivors []*proc
+	for _, p := range c.procs {
+		if p != leader {
+			survivors = append(survivors, p)
+		}
+	}
+	// The leader first, so that the client talks to it.
+	cl := c.dial(append([]*proc{leader}, survivors...)...)
+	runCommitted(t, cl, c.id+"-before")
+
+	leader.kill()
+	killed := time.Now()
+	newLeader, readyAt := c.leaderAmong(20*time.Second, survivors...)
+	t.Logf("killed leader %s; %s serving %s later", leader.id, newLeader.id, ms(readyAt.Sub(killed)))
+
+	var keys []string
+	failures := map[string]int{}
+	var lastErr error
+	committedAfter := time.Duration(0)
+	for i := 0; time.Since(killed) < 15*time.Second; i++ {
+		key := fmt.Sprintf("%s-after%03d", c.id, i)
+		keys = append(keys, key)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _, err := cl.Run(ctx, client.TxOptions{},
+			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $1)", key)),
+			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
+		cancel()
+		if err == nil {
+			committedAfter = time.Since(killed)
+			break
+		}
+		lastErr = err
+		var ce *client.Error
+		switch {
+		case errors.As(err, &ce) && errors.Is(err, client.ErrOutcomeUnknown) && ce.TxID == "":
+			failures[fmt.Sprintf("unknown without txid (%s)", ce.Code)]++
+		default:
+			failures[err.Error()]++
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	report(t, "Run after the leader's death: first commit %s after the kill (0 = none in 15s); failures %v",
+		ms(committedAfter), failures)
+
+	// Whatever happened, nothing is half-done, and the cluster itself works.
+	fresh := c.dial(survivors...)
+	runCommitted(t, fresh, c.id+"-fresh")
+	c.waitConverged(30*time.Second, survivors...)
+	c.assertNothingInDoubt(s)
+	for _, k := range keys {
+		_, inPG, _, inSur := s.kvBoth(k)
+		if inPG != inSur {
+			t.Fatalf("NOT ATOMIC: %s postgres %v surrealdb %v", k, inPG, inSur)
+		}
+	}
+	if committedAfter == 0 {
+		t.Errorf("BUG: client.Run stays on the dead node %s: every Run for 15s after the kill failed (%v; last: %v) "+
+			"while %s had been serving since %s after the kill and a fresh client commits at once. "+
+			"client.Run breaks out of its retry loop on a transport error without calling c.follow, so c.current "+
+			"never moves (client/client.go, Run); Begin/GetTransaction go through retry(), which does follow.",
+			leader.id, failures, lastErr, newLeader.id, ms(readyAt.Sub(killed)))
+	}
+}
