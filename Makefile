@@ -6,13 +6,18 @@ TOOLS := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build proto proto-tools db-up db-down test unit-test integration-test demo vet clean
+.PHONY: all build proto proto-tools db-up db-down test unit-test demo vet clean fuzz-short dev-certs
+
+# Fuzz targets run briefly by `make test` (FUZZTIME each); longer runs:
+# make fuzz-short FUZZTIME=5m
+FUZZTIME ?= 5s
+FUZZ_TARGETS := node:FuzzConfig server:FuzzRunRequest coordinator:FuzzParseGID
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/txcoord ./cmd/txctl ./cmd/txbench ./cmd/txdemo
+	$(GO) build -o $(BIN)/ ./cmd/txcoord ./cmd/txctl ./cmd/txbench ./cmd/txdemo ./cmd/txcerts
 
 proto-tools:
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
@@ -39,6 +44,18 @@ unit-test:
 test: build db-up
 	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
 	$(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-short
+
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
+
+# A development CA and certificates for nodes n1..n3 and clients app, ops.
+dev-certs:
+	$(GO) run ./cmd/txcerts --dir .data/certs
 
 demo: build db-up
 	scripts/demo.sh

@@ -4,7 +4,9 @@
 package node
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"fmt"
 	"net"
 	"os"
@@ -133,15 +135,30 @@ func Load(path string) (Config, error) {
 	if path == "" {
 		return c, nil
 	}
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	c, err = Parse(data)
+	if err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// maxConfigBytes bounds a configuration file.
+const maxConfigBytes = 1 << 20
+
+// Parse reads YAML over the defaults; unknown keys are errors.
+func Parse(data []byte) (Config, error) {
+	c := DefaultConfig()
+	if len(data) > maxConfigBytes {
+		return c, fmt.Errorf("configuration is %d bytes; at most %d", len(data), maxConfigBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, err
 	}
 	return c, nil
 }
