@@ -6,8 +6,8 @@ package node
 import (
 	"bytes"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
