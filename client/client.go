@@ -352,6 +352,7 @@ func (o TxOptions) proto() *pb.TransactionOptions {
 type Tx struct {
 	c    *Client
 	rpc  pb.CoordinatorClient // the node (leader) that runs it
+	addr string
 	id   string
 	done bool
 }
@@ -363,23 +364,24 @@ func (t *Tx) ID() string { return t.id }
 func (c *Client) Begin(ctx context.Context, opts TxOptions) (*Tx, error) {
 	var resp *pb.BeginResponse
 	var on pb.CoordinatorClient
-	err := c.retry(ctx, func(_ string, rpc pb.CoordinatorClient, _ pb.AdminClient) error {
+	var onAddr string
+	err := c.retry(ctx, func(addr string, rpc pb.CoordinatorClient, _ pb.AdminClient) error {
 		var err error
 		resp, err = rpc.Begin(ctx, &pb.BeginRequest{Options: opts.proto()})
-		on = rpc
+		on, onAddr = rpc, addr
 		return fromStatus(err, "", false)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{c: c, rpc: on, id: resp.Txid}, nil
+	return &Tx{c: c, rpc: on, addr: onAddr, id: resp.Txid}, nil
 }
 
 // Resume returns a handle on a transaction begun elsewhere (another process
 // of the same service, say), by its id.
 func (c *Client) Resume(txid string) *Tx {
-	_, rpc, _, _ := c.target()
-	return &Tx{c: c, rpc: rpc, id: txid}
+	addr, rpc, _, _ := c.target()
+	return &Tx{c: c, rpc: rpc, addr: addr, id: txid}
 }
 
 // Exec runs SQL with positional args ($1, $2...) on a PostgreSQL participant.
@@ -395,7 +397,11 @@ func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result,
 	}
 	resp, err := t.rpc.Execute(ctx, &pb.ExecuteRequest{Txid: t.id, Statement: ps})
 	if err != nil {
-		return nil, fromStatus(err, t.id, false)
+		e := fromStatus(err, t.id, false)
+		if errors.Is(e, ErrUnavailable) {
+			t.c.follow(t.addr, e)
+		}
+		return nil, e
 	}
 	return resultFromProto(resp.Result), nil
 }
@@ -405,7 +411,11 @@ func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result,
 func (t *Tx) Commit(ctx context.Context) error {
 	_, err := t.rpc.Commit(ctx, &pb.CommitRequest{Txid: t.id})
 	t.done = true
-	return fromStatus(err, t.id, true)
+	e := fromStatus(err, t.id, true)
+	if e2 := fromStatus(err, t.id, false); err != nil && errors.Is(e2, ErrUnavailable) {
+		t.c.follow(t.addr, e2) // later calls go elsewhere
+	}
+	return e
 }
 
 // Rollback abandons the transaction. Safe after Commit failed or twice.
@@ -477,6 +487,11 @@ func (c *Client) RunTx(ctx context.Context, opts TxOptions, steps ...Step) (*Run
 		e := fromStatus(err, "", false)
 		var ce *Error
 		if err == nil || !errors.As(e, &ce) || ce.Reason != wire.ReasonUnavailable || attempt >= c.policy.Attempts {
+			if err != nil && errors.Is(e, ErrUnavailable) {
+				// A transport failure (the node may be dead): the outcome
+				// is unknown, but the next call should try another node.
+				c.follow(addr, e)
+			}
 			break
 		}
 		c.follow(addr, e)
