@@ -78,17 +78,15 @@ func TestLeaderKilledAtFailpoint(t *testing.T) {
 			c := newCluster(t, "fp", clusterOpts{})
 			s := openStores(t)
 			c.startAll(tc.failpoint)
-			leader := c.leader()
+			c.leader()
 			cl := c.dial()
 			ctx := context.Background()
 
 			key := c.id + "-k"
 			tx := crossStore(ctx, t, cl, key, "v")
-			if tc.failpoint == "before-decision" {
-				t.Logf("leader %s; committing %s", leader.id, tx.ID())
-			}
 			commitErr := tx.Commit(ctx)
-			killedAt := leader.waitExit(10 * time.Second)
+			// Whichever node led ran the commit and died at the failpoint.
+			leader, killedAt := c.firstExit(10*time.Second, c.procs...)
 			if !leader.killedBySIGKILL() {
 				t.Fatalf("leader %s exited, but not by its failpoint's SIGKILL; log:\n%s", leader.id, leader.logTail(40))
 			}

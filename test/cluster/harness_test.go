@@ -694,6 +694,34 @@ func (c *cluster) txState(p *proc, txid string) (*pb.Transaction, error) {
 	return c.rpc(p.grpc).GetTransaction(ctx, &pb.GetTransactionRequest{Txid: txid})
 }
 
+// requireOn checks that transaction txid is in memory on node p (it runs
+// there), so that a test faulting p faults the transaction's coordinator.
+func (c *cluster) requireOn(p *proc, txid string) {
+	c.t.Helper()
+	info, err := c.txState(p, txid)
+	if err != nil || info.State != pb.TransactionState_ACTIVE && info.State != pb.TransactionState_PREPARING {
+		c.t.Fatalf("transaction %s is not running on %s: %v %v", txid, p.id, info.GetState(), err)
+	}
+}
+
+// firstExit waits until one of ps has exited and returns it with the time
+// its exit was seen.
+func (c *cluster) firstExit(bound time.Duration, ps ...*proc) (*proc, time.Time) {
+	c.t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		for _, p := range ps {
+			if !p.running() {
+				return p, p.waitExit(time.Second)
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("none of %s exited within %s", ids(ps), bound)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // eventually polls cond every 20 ms until it holds or bound passes, and
 // returns how long it took.
 func eventually(t *testing.T, bound time.Duration, what string, cond func() bool) time.Duration {

@@ -71,6 +71,7 @@ func TestPartitionedLeader(t *testing.T) {
 	k1 := c.id + "-t1"
 	t1 := crossStore(ctx, t, onOld, k1, "t1", "SET LOCAL lock_timeout = '60s'",
 		fmt.Sprintf("INSERT INTO cluster_uniq (k) VALUES (%s)", quote(blockKey)))
+	c.requireOn(old, t1.ID())
 	t1Done := make(chan error, 1)
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -86,6 +87,7 @@ func TestPartitionedLeader(t *testing.T) {
 	// the decision to its own log, but never get it committed).
 	k2 := c.id + "-t2"
 	t2 := crossStore(ctx, t, onOld, k2, "t2")
+	c.requireOn(old, t2.ID())
 
 	before, err := old.digest()
 	if err != nil {
@@ -228,9 +230,12 @@ func TestPartitionedLeader(t *testing.T) {
 	}
 }
 
-// runCommitted runs one cross-store transaction writing key=key and
-// requires it to commit (an unknown outcome must resolve to COMMITTED;
-// UNAVAILABLE refusals are retried a few times).
+// runCommitted runs one cross-store transaction writing key=key until it
+// commits: an unknown outcome with a txid is resolved with WaitOutcome; an
+// abort, or a refusal or transport failure before a txid existed, is retried
+// (the key is reused, so an attempt that did commit unseen makes the retry
+// fail on the primary key and the test fail). Retries are logged: on a quiet
+// cluster there are none.
 func runCommitted(t *testing.T, cl *client.Client, key string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -241,23 +246,30 @@ func runCommitted(t *testing.T, cl *client.Client, key string) string {
 			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
 		cancel()
 		var ce *client.Error
+		errors.As(err, &ce)
 		switch {
 		case err == nil:
 			return txid
-		case errors.Is(err, client.ErrOutcomeUnknown) && errors.As(err, &ce) && ce.TxID != "":
+		case errors.Is(err, client.ErrOutcomeUnknown) && ce != nil && ce.TxID != "":
 			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			o, werr := cl.WaitOutcome(wctx, ce.TxID)
 			cancel()
-			if werr != nil || o != pb.Outcome_COMMITTED {
-				t.Fatalf("%s: outcome %s %v", key, o, werr)
+			if werr != nil {
+				t.Fatalf("%s: outcome of %s: %v", key, ce.TxID, werr)
 			}
-			return ce.TxID
-		case attempt < 10 && errors.As(err, &ce) && ce.TxID == "" && (errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrOutcomeUnknown)):
-			// Refused before anything began (or the node was unreachable).
-			time.Sleep(200 * time.Millisecond)
+			if o == pb.Outcome_COMMITTED {
+				return ce.TxID
+			}
+		case ce != nil && (errors.Is(err, client.ErrAborted) || ce.TxID == "" &&
+			(errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrOutcomeUnknown))):
 		default:
 			t.Fatalf("%s: %v", key, err)
 		}
+		if attempt >= 10 {
+			t.Fatalf("%s: not committed after %d attempts; last: %v", key, attempt, err)
+		}
+		t.Logf("%s: attempt %d did not commit (%v); retrying", key, attempt, err)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

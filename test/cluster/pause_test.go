@@ -63,6 +63,7 @@ func TestPausedLeader(t *testing.T) {
 	kp := c.id + "-tp"
 	tp := crossStore(ctx, t, onOld, kp, "tp", "SET LOCAL lock_timeout = '60s'",
 		fmt.Sprintf("INSERT INTO cluster_uniq (k) VALUES (%s)", quote(bp.key)))
+	c.requireOn(old, tp.ID())
 	tpDone := make(chan error, 1)
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -76,6 +77,7 @@ func TestPausedLeader(t *testing.T) {
 	// Ta: active, never committed.
 	ka := c.id + "-ta"
 	ta := crossStore(ctx, t, onOld, ka, "ta")
+	c.requireOn(old, ta.ID())
 
 	stopped := time.Now()
 	old.pause()
@@ -105,6 +107,7 @@ func TestPausedLeader(t *testing.T) {
 	km := c.id + "-tm"
 	tm := crossStore(ctx, t, onNew, km, "tm", "SET LOCAL lock_timeout = '60s'",
 		fmt.Sprintf("INSERT INTO cluster_uniq (k) VALUES (%s)", quote(bm.key)))
+	c.requireOn(newLeader, tm.ID())
 	tmDone := make(chan error, 1)
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -126,29 +129,48 @@ func TestPausedLeader(t *testing.T) {
 	resumed := time.Now()
 	old.resume()
 	t.Logf("SIGCONT %s after %s stopped", old.id, ms(resumed.Sub(stopped)))
-	var steppedDown, rejoined time.Duration
-	for time.Since(resumed) < 3*time.Second || rejoined == 0 {
-		if !s.surIntent(tmSur) {
-			t.Fatalf("Tm's prepared SurrealDB branch was rolled back %s after the old leader resumed; old leader's log:\n%s",
-				ms(time.Since(resumed)), old.logSince(logOff))
+	// What the old leader does to Tm can be told apart from the new leader's
+	// own doing only while the new leader keeps leading in its term (on this
+	// 2-core machine under load, a 500 ms heartbeat can be missed and the
+	// new leader deposed; its successor would then rightly roll Tm back).
+	var mTerm uint64
+	if st, err := newLeader.status(); err == nil && st.State == "Leader" {
+		mTerm = st.Term
+	}
+	mStable := mTerm != 0
+	var steppedDown, rejoined, unstableAt time.Duration
+	for (time.Since(resumed) < 3*time.Second && mStable) || rejoined == 0 {
+		if mStable {
+			if st, err := newLeader.status(); err != nil || st.State != "Leader" || st.Term != mTerm {
+				mStable, unstableAt = false, time.Since(resumed)
+			}
 		}
-		if !s.prepareWaiting(tmPG) {
+		if mStable && !s.surIntent(tmSur) {
+			t.Fatalf("Tm's prepared SurrealDB branch was rolled back %s after the old leader resumed, while %s still led; old leader's log:\n%s",
+				ms(time.Since(resumed)), newLeader.id, old.logSince(logOff))
+		}
+		if mStable && !s.prepareWaiting(tmPG) {
 			t.Fatalf("Tm's PostgreSQL PREPARE is no longer pending %s after the old leader resumed", ms(time.Since(resumed)))
 		}
 		if st, err := old.status(); err == nil && st.State != "Leader" {
 			if steppedDown == 0 {
 				steppedDown = time.Since(resumed)
 			}
-			if rejoined == 0 && st.State == "Follower" && st.LeaderId == newLeader.id {
+			if rejoined == 0 && st.State == "Follower" && st.LeaderId != "" && st.LeaderId != old.id {
 				rejoined = time.Since(resumed)
 			}
 		}
 		if time.Since(resumed) > 20*time.Second {
-			t.Fatalf("the old leader did not follow %s within 20s of resuming", newLeader.id)
+			t.Fatalf("the old leader did not follow a leader within 20s of resuming")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	report(t, "pause: resumed %s stopped leading %s and followed %s %s after SIGCONT", old.id, ms(steppedDown), newLeader.id, ms(rejoined))
+	report(t, "pause: resumed %s stopped leading %s and followed a leader %s after SIGCONT", old.id, ms(steppedDown), ms(rejoined))
+	if !mStable {
+		report(t, "NOTE: %s stopped leading term %d %s after the old leader resumed, so Tm was watched for %s only; %s's log:\n%s",
+			newLeader.id, mTerm, ms(unstableAt), ms(unstableAt), newLeader.id,
+			grepLines(newLeader.logSince(0), "lost leadership", "heartbeat timeout", "election", "became leader"))
+	}
 	resumedLog := old.logSince(logOff)
 	if strings.Contains(resumedLog, "presumed abort") {
 		t.Fatalf("the resumed old leader ran presumed abort:\n%s", grepLines(resumedLog, "presumed abort"))
@@ -175,11 +197,18 @@ func TestPausedLeader(t *testing.T) {
 		t.Logf("Ta's Commit on the deposed leader: %v", err)
 	}
 
-	// Tm goes on and commits.
+	// Tm goes on and commits (unless its coordinator lost leadership first:
+	// then it is aborted, by that coordinator or by presumed abort).
 	bm.release()
+	tmOutcome := pb.Outcome_COMMITTED
 	select {
 	case err := <-tmDone:
-		if err != nil && !errors.Is(err, client.ErrOutcomeUnknown) {
+		switch {
+		case err == nil || errors.Is(err, client.ErrOutcomeUnknown):
+		case errors.Is(err, client.ErrAborted) && !leadsIn(newLeader, mTerm):
+			report(t, "NOTE: Tm aborted because its coordinator %s no longer leads term %d: %v", newLeader.id, mTerm, err)
+			tmOutcome = pb.Outcome_ABORTED
+		default:
 			t.Fatalf("Tm on the new leader: %v", err)
 		}
 	case <-time.After(30 * time.Second):
@@ -187,11 +216,17 @@ func TestPausedLeader(t *testing.T) {
 	}
 	final := c.leader()
 	cl := c.dial(final)
+	if !mStable {
+		// Tm's outcome is whatever the log says; it must be all-or-nothing.
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		tmOutcome, _ = cl.WaitOutcome(wctx, tm.ID())
+		cancel()
+	}
 	for _, want := range []struct {
 		tx      *client.Tx
 		key     string
 		outcome pb.Outcome
-	}{{tp, kp, pb.Outcome_ABORTED}, {ta, ka, pb.Outcome_ABORTED}, {tm, km, pb.Outcome_COMMITTED}} {
+	}{{tp, kp, pb.Outcome_ABORTED}, {ta, ka, pb.Outcome_ABORTED}, {tm, km, tmOutcome}} {
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		o, err := cl.WaitOutcome(wctx, want.tx.ID())
 		cancel()
@@ -204,8 +239,14 @@ func TestPausedLeader(t *testing.T) {
 	c.assertNothingInDoubt(s)
 	assertAllOrNothing(t, s, kp, "tp", false)
 	assertAllOrNothing(t, s, ka, "ta", false)
-	assertAllOrNothing(t, s, km, "tm", true)
+	assertAllOrNothing(t, s, km, "tm", tmOutcome == pb.Outcome_COMMITTED)
 	for _, k := range newKeys {
 		assertAllOrNothing(t, s, k, k, true)
 	}
+}
+
+// leadsIn reports whether p leads in term.
+func leadsIn(p *proc, term uint64) bool {
+	st, err := p.status()
+	return err == nil && st.State == "Leader" && st.Term == term
 }
