@@ -37,9 +37,9 @@ func TestRollingRestart(t *testing.T) {
 		up := time.Since(began)
 		leader = c.leader()
 		caught := c.waitCaughtUp(p, leader, 30*time.Second)
-		report(t, "rolling: %s (leader before: %v) stopped in %s, answering %s after SIGTERM, caught up with %s %s later",
-			p.id, wasLeader, ms(stopped), ms(up), leader.id, ms(caught))
 		time.Sleep(time.Second) // let the load run on the full cluster
+		report(t, "rolling: %s (leader before: %v) stopped in %s, answering %s after SIGTERM, caught up with %s %s later; longest time without a commit %s",
+			p.id, wasLeader, ms(stopped), ms(up), leader.id, ms(caught), ms(load.longestGap(began, time.Now())))
 	}
 	load.halt()
 	report(t, "rolling: load %s", load.summary())

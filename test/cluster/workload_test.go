@@ -57,6 +57,7 @@ type workload struct {
 	counts   map[string]int
 	failures []string // client-visible failures that are not retryable
 	maxStall time.Duration
+	commits  []time.Time // when each committed attempt returned
 	started  time.Time
 	stopped  time.Time
 }
@@ -97,6 +98,7 @@ func (w *workload) worker(n int, cl *client.Client) {
 		w.mu.Lock()
 		w.attempts = append(w.attempts, a)
 		if a.out == outCommitted {
+			w.commits = append(w.commits, time.Now())
 			if stall := time.Since(lastOK); stall > w.maxStall {
 				w.maxStall = stall
 			}
@@ -173,6 +175,25 @@ func (w *workload) classify(cl *client.Client, key, txid string, err error) atte
 		fail("other error")
 	}
 	return a
+}
+
+// longestGap is the longest time between from and to without a commit.
+func (w *workload) longestGap(from, to time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ts []time.Time
+	for _, t := range w.commits {
+		if t.After(from) && t.Before(to) {
+			ts = append(ts, t)
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	prev, gap := from, time.Duration(0)
+	for _, t := range append(ts, to) {
+		gap = max(gap, t.Sub(prev))
+		prev = t
+	}
+	return gap
 }
 
 // committed counts the attempts known to have committed so far.
