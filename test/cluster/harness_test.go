@@ -145,14 +145,33 @@ func (c *cluster) prefix() string { return "txc:" + c.id + ":" }
 // gid is the GID of a transaction's branch on a participant.
 func (c *cluster) gid(txid, participant string) string { return c.prefix() + txid + ":" + participant }
 
+// handedOut holds every port freePort returned in this process: the kernel
+// may give a just-closed port again, and two nodes (or a node's gRPC and
+// another's Raft port) must never share one.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// freePort returns a loopback address whose port was free a moment ago and
+// was never returned before in this process.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		handedOut.Lock()
+		dup := handedOut.ports[addr]
+		handedOut.ports[addr] = true
+		handedOut.Unlock()
+		if !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // writeConfig writes p's YAML: a bootstrap voter with the peers list (as p
