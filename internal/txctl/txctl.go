@@ -156,12 +156,13 @@ func (o *options) describe(err error) string {
 	if errors.As(err, &ce) {
 		msg := fmt.Sprintf("%s (%s)", ce.Message, ce.Code)
 		switch {
-		case ce.Code == codes.Unavailable && strings.Contains(ce.Message, "connection"):
+		case ce.Code == codes.Unavailable && ce.Reason == "":
+			// No ErrorInfo: the transport failed, no txcoord node answered.
 			msg += fmt.Sprintf("\n  cannot reach a txcoord node at %s: check --addr (or TXCOORD_ADDR) and that the nodes run", o.addr)
 			if o.tlsCA == "" {
 				msg += "\n  (a cluster with TLS needs --tls-ca, --tls-cert and --tls-key)"
 			}
-		case ce.Code == codes.Unavailable:
+		case ce.Code == codes.Unavailable: // a node answered: not the leader, or not ready
 			msg += "\n  the cluster has no ready leader right now (election or recovery in progress?): retry, or see 'txctl cluster status'"
 		case ce.Code == codes.Unauthenticated:
 			msg += "\n  the cluster requires authentication: give --tls-cert/--tls-key (with --tls-ca) or --token-file"
