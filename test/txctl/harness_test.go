@@ -89,14 +89,32 @@ func needDBs(t *testing.T) {
 	}
 }
 
+// handedOut remembers every port freePort returned: a port closed by one
+// call can come back from the next, and two nodes (or a node's gRPC and
+// Raft ports) would then collide.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[string]bool{}
+)
+
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut[addr] {
+			handedOut[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no unused loopback port after 100 tries")
+	return ""
 }
 
 // node is one txcoord process with its own data dir and cluster id, talking

@@ -25,15 +25,33 @@ type proxy struct {
 
 func newProxy(t *testing.T, target string) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenUnused(t)
 	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.close)
 	return p
+}
+
+// listenUnused listens on a loopback port freePort has not handed out (a
+// node may be about to bind that one).
+func listenUnused(t *testing.T) net.Listener {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !handedOut[ln.Addr().String()] {
+			handedOut[ln.Addr().String()] = true
+			return ln
+		}
+		ln.Close()
+	}
+	t.Fatal("no unused loopback port after 100 tries")
+	return nil
 }
 
 // addr is what the node dials instead of the database.
