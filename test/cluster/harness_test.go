@@ -452,6 +452,25 @@ func (p *proc) kill() {
 	<-ch
 }
 
+// dumpStacks SIGQUITs the process (the Go runtime prints every goroutine
+// and exits) and returns the goroutines whose stack contains match and a
+// frame of txcoord's own packages.
+func (p *proc) dumpStacks(match string) string {
+	off := p.logSize()
+	p.signal(syscall.SIGQUIT)
+	p.waitExit(10 * time.Second)
+	var out []string
+	for _, g := range strings.Split(p.logSince(off), "\n\n") {
+		if strings.Contains(g, match) && strings.Contains(g, "github.com/txcoord/txcoord/") {
+			out = append(out, g)
+		}
+	}
+	if len(out) == 0 {
+		return "(none)"
+	}
+	return strings.Join(out, "\n\n")
+}
+
 // logTail returns the last n lines of the node's current log file.
 func (p *proc) logTail(n int) string {
 	p.mu.Lock()

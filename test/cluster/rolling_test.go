@@ -17,8 +17,13 @@ import (
 // the only client-visible errors are UNAVAILABLE refusals and unknown
 // outcomes (those with a txid resolved by WaitOutcome; counted and printed);
 // at the end the three decision stores are identical and nothing is in doubt.
+// Raft keeps its default timeouts (1 s) here: with 500 ms, a loaded 2-core
+// machine misses heartbeats and leadership changes for no reason.
+// "Caught up" means: following the leader with at least the applied index
+// the leader had when the wait began (under load the leader moves on; with
+// no load that is equality).
 func TestRollingRestart(t *testing.T) {
-	c := newCluster(t, "roll", clusterOpts{tuned: true})
+	c := newCluster(t, "roll", clusterOpts{})
 	s := openStores(t)
 	c.startAll()
 	c.leader()
@@ -36,7 +41,10 @@ func TestRollingRestart(t *testing.T) {
 		p.waitUp(30 * time.Second)
 		up := time.Since(began)
 		leader = c.leader()
-		caught := c.waitCaughtUp(p, leader, 30*time.Second)
+		caught := time.Duration(0)
+		if leader != p { // a restarted node may win the election and lead again
+			caught = c.waitCaughtUp(p, leader, 30*time.Second)
+		}
 		time.Sleep(time.Second) // let the load run on the full cluster
 		report(t, "rolling: %s (leader before: %v) stopped in %s, answering %s after SIGTERM, caught up with %s %s later; longest time without a commit %s",
 			p.id, wasLeader, ms(stopped), ms(up), leader.id, ms(caught), ms(load.longestGap(began, time.Now())))

@@ -41,6 +41,8 @@ type attempt struct {
 	key, txid string
 	out       outcome
 	err       error
+	began     time.Time
+	took      time.Duration // Run plus, for an unknown outcome, WaitOutcome
 }
 
 // workload runs cross-store transactions with the Run API from several
@@ -57,7 +59,8 @@ type workload struct {
 	counts   map[string]int
 	failures []string // client-visible failures that are not retryable
 	maxStall time.Duration
-	commits  []time.Time // when each committed attempt returned
+	commits  []time.Time       // when each committed attempt returned
+	inflight map[int]time.Time // worker → when its current Run began
 	started  time.Time
 	stopped  time.Time
 }
@@ -65,7 +68,8 @@ type workload struct {
 // startLoad starts workers goroutines against the given nodes (all when
 // none given).
 func (c *cluster) startLoad(workers int, ps ...*proc) *workload {
-	w := &workload{t: c.t, c: c, prefix: c.id + "-w", stop: make(chan struct{}), counts: map[string]int{}, started: time.Now()}
+	w := &workload{t: c.t, c: c, prefix: c.id + "-w", stop: make(chan struct{}), counts: map[string]int{}, started: time.Now(),
+		inflight: map[int]time.Time{}}
 	for i := 0; i < workers; i++ {
 		cl, err := client.Dial(context.Background(), c.addrs(ps...))
 		if err != nil {
@@ -89,13 +93,19 @@ func (w *workload) worker(n int, cl *client.Client) {
 		default:
 		}
 		key := fmt.Sprintf("%s%d-%05d", w.prefix, n, i)
+		began := time.Now()
+		w.mu.Lock()
+		w.inflight[n] = began
+		w.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		txid, _, err := cl.Run(ctx, client.TxOptions{Timeout: 15 * time.Second},
 			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $2)", key, key)),
 			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
 		cancel()
 		a := w.classify(cl, key, txid, err)
+		a.began, a.took = began, time.Since(began)
 		w.mu.Lock()
+		delete(w.inflight, n)
 		w.attempts = append(w.attempts, a)
 		if a.out == outCommitted {
 			w.commits = append(w.commits, time.Now())
@@ -167,6 +177,12 @@ func (w *workload) classify(cl *client.Client, key, txid string, err error) atte
 		// A transport failure: no txid, so nothing to ask about.
 		a.out = outUnresolved
 		count("unknown without txid (transport)")
+	case errors.Is(err, client.ErrAborted) && ce != nil && leadershipLost(ce.Message):
+		// Its coordinator lost leadership before the decision was logged
+		// (on this loaded 2-core machine a heartbeat can be missed): a
+		// definite abort the application may retry.
+		a.out = outAborted
+		count("aborted: coordinator lost leadership")
 	case errors.Is(err, client.ErrAborted):
 		a.out = outAborted
 		fail("aborted")
@@ -196,11 +212,43 @@ func (w *workload) longestGap(from, to time.Time) time.Duration {
 	return gap
 }
 
+// waitAnswered waits until no Run begun before t is still in flight, at
+// most bound, and returns how many still are (with the oldest's start).
+func (w *workload) waitAnswered(t time.Time, bound time.Duration) (oldest time.Time, stuck int) {
+	deadline := time.Now().Add(bound)
+	for {
+		oldest, stuck = time.Time{}, 0
+		w.mu.Lock()
+		for _, b := range w.inflight {
+			if b.Before(t) {
+				stuck++
+				if oldest.IsZero() || b.Before(oldest) {
+					oldest = b
+				}
+			}
+		}
+		w.mu.Unlock()
+		if stuck == 0 || time.Now().After(deadline) {
+			return oldest, stuck
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // committed counts the attempts known to have committed so far.
 func (w *workload) committed() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.counts["committed"] + w.counts["unknown→committed"]
+}
+
+// leadershipLost recognises, in an abort's message, a coordinator that lost
+// leadership before the decision was logged. Matching text is a test-only
+// heuristic for the report: if the wording changes, such aborts count as
+// failures (loudly), never the other way round.
+func leadershipLost(msg string) bool {
+	return strings.Contains(msg, "decision not logged") &&
+		(strings.Contains(msg, "not the leader") || strings.Contains(msg, "leadership"))
 }
 
 // halt stops the workers and waits for them (idempotent).
@@ -230,9 +278,15 @@ func (w *workload) summary() string {
 	}
 	sort.Strings(parts)
 	d := w.stopped.Sub(w.started)
-	return fmt.Sprintf("%d attempts in %s (%.0f committed/s): %s; longest stall without a commit %s",
+	var slowest attempt
+	for _, a := range w.attempts {
+		if a.took > slowest.took {
+			slowest = a
+		}
+	}
+	return fmt.Sprintf("%d attempts in %s (%.0f committed/s): %s; longest stall without a commit %s; slowest attempt %s at +%s (%v)",
 		len(w.attempts), ms(d), float64(w.counts["committed"]+w.counts["unknown→committed"])/d.Seconds(),
-		strings.Join(parts, " "), ms(w.maxStall))
+		strings.Join(parts, " "), ms(w.maxStall), ms(slowest.took), ms(slowest.began.Sub(w.started)), slowest.err)
 }
 
 // check verifies the workload against both stores and the decision log:
