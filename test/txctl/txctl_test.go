@@ -96,6 +96,7 @@ func TestInDoubtPresumedAbortRecoveredAfterHeal(t *testing.T) {
 	if tj["outcome"] != "ABORTED" || tj["presumed"] != true || tj["heuristic"] != false {
 		t.Fatalf("tx show: want ABORTED, presumed, not heuristic; got %v", tj)
 	}
+	run("tx", "wait", txid, "--timeout", "10s").want(t, txctl.ExitOK).contains(t, "ABORTED")
 	if pgPrepared(t, p, n.gidPrefix()) != 0 || surrealIntents(t, sdb, n.gidPrefix()) != 0 {
 		t.Fatal("branches left prepared after recover")
 	}
