@@ -44,7 +44,7 @@ func restartRetryPolicy(startTimeout time.Duration) client.RetryPolicy {
 }
 
 // Run runs the demo and returns what it found. An error means the demo could
-// not run (a database down, the coordinator not starting or not coming back);
+// not run (a database down, a node not starting, no leader after the kill);
 // a Summary whose OK is false means it ran and found a violation.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	var sum Summary
@@ -62,12 +62,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return sum, fmt.Errorf("work dir: %w", err)
 	}
-	sum.LogPath = cfg.logPath()
-	if err := os.WriteFile(cfg.logPath(), nil, 0o644); err != nil { // a fresh log per run
-		return sum, fmt.Errorf("coordinator log: %w", err)
-	}
-	if err := cfg.nodeFile().Write(cfg.configPath()); err != nil {
-		return sum, err
+	sum.Nodes = cfg.Nodes
+	for i := range cfg.Nodes {
+		sum.LogPaths = append(sum.LogPaths, cfg.logPath(i))
 	}
 
 	pool, err := OpenPG(ctx, cfg.Stores.PGDSNA, 4)
@@ -81,36 +78,42 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, fmt.Errorf("%w (is it up? make db-up)", err)
 	}
 
-	coord := &Coordinator{
-		Binary: cfg.Txcoord, ConfigPath: cfg.configPath(), Addr: cfg.Listen, LogPath: cfg.logPath(),
-		Env: ChildEnv(os.Environ(), SurrealPasswordEnv+"="+cfg.Stores.SurrealPass),
-	}
-	say("starting coordinator: %s serve --config %s (log %s)", cfg.Txcoord, cfg.configPath(), cfg.logPath())
-	if err := coord.Start(); err != nil {
-		return sum, err
-	}
-	defer func() {
-		if err := coord.Stop(10 * time.Second); err != nil {
-			say("stopping the coordinator: %v", err)
-		}
-	}()
-	took, err := coord.WaitHealthy(ctx, cfg.StartTimeout)
+	cl, err := newCluster(ctx, cfg)
 	if err != nil {
 		return sum, err
 	}
-	say("coordinator serving on %s (pid %d) after %.1fs", cfg.Listen, coord.Pid(), took.Seconds())
+	defer func() {
+		if err := cl.stop(10 * time.Second); err != nil {
+			say("stopping the nodes: %v", err)
+		}
+	}()
+	all := make([]int, cfg.Nodes)
+	for i := range all {
+		all[i] = i
+		say("starting node %s: %s serve --config %s (log %s)", cl.id(i), cfg.Txcoord, cfg.configPath(i), cfg.logPath(i))
+		if err := cl.start(i); err != nil {
+			return sum, err
+		}
+	}
+	t0 := time.Now()
+	li, lst, err := cl.waitLeader(ctx, all, 0, cfg.StartTimeout, "cluster start")
+	if err != nil {
+		return sum, err
+	}
+	say("%s leads term %d and serves after %.1fs (%d voter(s); gRPC %s)", cl.id(li), lst.Term, time.Since(t0).Seconds(),
+		len(lst.Members), cl.addrs())
 
-	c, err := DialClient(ctx, cfg.Listen, client.WithRetryPolicy(restartRetryPolicy(cfg.StartTimeout)))
+	c, err := DialClient(ctx, cl.addrs(), client.WithRetryPolicy(restartRetryPolicy(cfg.StartTimeout)))
 	if err != nil {
 		return sum, err
 	}
 	defer c.Close()
 
 	// Leftovers of an earlier, interrupted run are resolved by the recovery
-	// of the coordinator that just started; wait for it before resetting.
+	// of the leader that just started; wait for it before resetting.
 	if pgLeft, sLeft, waited, err := chk.settle(ctx, cfg.SettleTimeout); err != nil || pgLeft+sLeft > 0 {
-		return sum, fmt.Errorf("at start, %d prepared PostgreSQL transactions and %d SurrealDB intents with prefix %s were still in doubt after %.0fs (err %v); see %s",
-			pgLeft, sLeft, cfg.gidPrefix(), waited.Seconds(), err, cfg.logPath())
+		return sum, fmt.Errorf("at start, %d prepared PostgreSQL transactions and %d SurrealDB intents with prefix %s were still in doubt after %.0fs (err %v)%s",
+			pgLeft, sLeft, cfg.gidPrefix(), waited.Seconds(), err, cl.logHint(li))
 	}
 	if err := setup(ctx, cfg, pool, chk, c); err != nil {
 		return sum, err
@@ -134,13 +137,38 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}
 	sum.Transfers = len(transfers)
-	results, kill, elapsed, err := runTransfers(ctx, cfg, coord, c, transfers, say)
-	sum.Kill, sum.Elapsed = kill, elapsed
+	fo := newFailover(cfg.gidPrefix())
+	// The in-doubt watch after the kill has its own checker: it runs next to
+	// Run's queries.
+	wchk := &checker{pg: pool, surreal: cfg.Stores.Surreal(), gidPrefix: cfg.gidPrefix(), intentTable: cfg.IntentTable}
+	defer wchk.close()
+	run, err := runTransfers(ctx, cfg, cl, c, fo, wchk, transfers, say)
+	defer run.stopWatch()
+	sum.Kill, sum.Elapsed = run.kill, run.elapsed
 	if err != nil {
 		return sum, err
 	}
 
-	// Tally; resolve unknown outcomes.
+	// What the kill left in doubt: wait (bounded) for the watch to see it
+	// cleared; it polls the databases and the transfers' outcomes.
+	if run.watch != nil {
+		var w InDoubtWatch
+		select {
+		case w = <-run.watch:
+		case <-time.After(cfg.SettleTimeout):
+			run.stopWatch()
+			w = <-run.watch
+		}
+		sum.InDoubt = &w
+		if w.Cleared {
+			say("nothing the kill left is in doubt: %dms after the kill", w.ClearAfter.Milliseconds())
+		}
+	}
+	if sum.Kill != nil {
+		sum.Failover, sum.FailoverSeen = fo.failoverTime()
+	}
+
+	// Tally. Unknown outcomes were resolved by the workers (WaitOutcome).
 	delta := map[string]int64{} // "pg:<id>" / "surreal:<id>" → committed change
 	apply := func(t transfer) {
 		if t.ToSurreal {
@@ -151,12 +179,19 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			delta["pg:"+t.PGID] += t.Amount
 		}
 	}
+	inDoubtAtKill := map[string]bool{}
+	if sum.InDoubt != nil {
+		for _, id := range sum.InDoubt.AtKill.TxIDs {
+			inDoubtAtKill[id] = true
+		}
+	}
 	sum.AbortReasons = map[string]int{}
-	var unknown []transferResult
-	for _, r := range results {
+	for _, r := range run.results {
+		committed := false
 		switch r.kind {
 		case resCommitted:
 			sum.Committed++
+			committed = true
 			apply(r.t)
 		case resAborted:
 			sum.Aborted++
@@ -168,36 +203,39 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 				sum.Errors = append(sum.Errors, fmt.Sprintf("transfer %s (txid %s): %v", r.t, r.txid, r.err))
 			}
 		case resUnknown:
-			unknown = append(unknown, r)
+			switch r.outcome {
+			case pb.Outcome_COMMITTED:
+				sum.UnknownResolved++
+				sum.UnknownCommitted++
+				committed = true
+				apply(r.t)
+			case pb.Outcome_ABORTED:
+				sum.UnknownResolved++
+				sum.UnknownAborted++
+			default:
+				sum.Unresolved++
+				if len(sum.Errors) < maxReportedErrors {
+					sum.Errors = append(sum.Errors, fmt.Sprintf("transfer %s (txid %s): commit said %v; WaitOutcome: %s %v", r.t, r.txid, r.err, r.outcome, r.werr))
+				}
+			}
 		case resNotRun:
 			sum.NotRun++
 			if len(sum.Errors) < maxReportedErrors {
 				sum.Errors = append(sum.Errors, fmt.Sprintf("transfer %s never began: %v", r.t, r.err))
 			}
 		}
-	}
-	if len(unknown) > 0 {
-		say("resolving %d unknown outcome(s) with WaitOutcome (at most %s)", len(unknown), cfg.ResolveTimeout)
-	}
-	rctx, rcancel := context.WithTimeout(ctx, cfg.ResolveTimeout)
-	for _, r := range unknown {
-		out, err := c.WaitOutcome(rctx, r.txid)
-		switch {
-		case err == nil && out == pb.Outcome_COMMITTED:
-			sum.UnknownResolved++
-			sum.UnknownCommitted++
-			apply(r.t)
-		case err == nil && out == pb.Outcome_ABORTED:
-			sum.UnknownResolved++
-			sum.UnknownAborted++
-		default:
-			sum.Unresolved++
-			if len(sum.Errors) < maxReportedErrors {
-				sum.Errors = append(sum.Errors, fmt.Sprintf("transfer %s (txid %s): commit said %v; WaitOutcome: %s %v", r.t, r.txid, r.err, out, err))
+		if inDoubtAtKill[r.txid] {
+			if committed {
+				sum.InDoubtCommitted++
+			} else {
+				sum.InDoubtAborted++
 			}
 		}
 	}
-	rcancel()
+	if n := sum.UnknownResolved + sum.Unresolved; n > 0 {
+		say("%d commit(s) answered \"outcome unknown\"; WaitOutcome resolved %d (committed %d, aborted %d)",
+			n, sum.UnknownResolved, sum.UnknownCommitted, sum.UnknownAborted)
+	}
 
 	say("waiting for recovery to leave nothing in doubt (at most %s)", cfg.SettleTimeout)
 	sum.PGPreparedLeft, sum.SurrealIntentsLeft, sum.SettledAfter, err = chk.settle(ctx, cfg.SettleTimeout)
@@ -212,6 +250,27 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	sum.PGAfter, sum.SurrealAfter = total(pgEnd), total(sEnd)
 	sum.TotalAfter = sum.PGAfter + sum.SurrealAfter
 	sum.AccountsChecked, sum.AccountsMismatched = compareAccounts(pgStart, sStart, pgEnd, sEnd, delta)
+
+	// Every node's decision store, at one applied index.
+	say("comparing the decision stores of %s (StoreDigest at one applied index, at most %s)", cl.names(all), cfg.CatchUpTimeout)
+	sum.Digests, err = cl.digests(ctx, cfg.CatchUpTimeout)
+	if err != nil {
+		return sum, err
+	}
+	sum.DigestProblem = digestsDiffer(sum.Digests)
+	for _, d := range sum.Digests {
+		say("  %s applied=%d records=%d sha256=%s", d.Node, d.Applied, d.Records, d.SHA256)
+	}
+	if li, lst, err := cl.leader(ctx, 5*time.Second); err == nil {
+		say("ClusterStatus as the leader %s reports it:", cl.id(li))
+		for _, l := range formatStatus(lst) {
+			say("  %s", l)
+		}
+	}
+	sum.Leaders = cl.leaderTerms()
+	if sum.Kill != nil {
+		sum.Elections = electionsAfter(sum.Leaders, sum.Kill.Term)
+	}
 	return sum, nil
 }
 
@@ -244,19 +303,42 @@ func compareAccounts(pgStart, sStart, pgEnd, sEnd map[string]int64, delta map[st
 	return n, bad
 }
 
+// transferRun is what runTransfers did.
+type transferRun struct {
+	results []transferResult
+	kill    *KillEvent
+	elapsed time.Duration
+	// watch delivers the in-doubt watch started at the kill (nil: no kill);
+	// stopWatch ends it early.
+	watch     <-chan InDoubtWatch
+	stopWatch context.CancelFunc
+}
+
 // runTransfers runs the plan on cfg.Workers workers, prints progress, and
-// kills and restarts the coordinator once KillAt of the transfers are done.
-func runTransfers(ctx context.Context, cfg Config, coord *Coordinator, c *client.Client, plan []transfer,
-	say func(string, ...any)) ([]transferResult, *KillEvent, time.Duration, error) {
+// once KillAt of the transfers are done kills the leader (see killLeader).
+func runTransfers(ctx context.Context, cfg Config, cl *cluster, c *client.Client, fo *failover, wchk *checker, plan []transfer,
+	say func(string, ...any)) (transferRun, error) {
+	var run transferRun
+	// The in-doubt watch outlives the transfers: Run waits for it.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	run.stopWatch = stopWatch
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	m := &mover{cfg: cfg, c: c}
+	m := &mover{cfg: cfg, c: c, onBegin: fo.begun}
 	var done, committed, aborted, unknown atomic.Int64
 	results := make([]transferResult, 0, len(plan))
 	var mu sync.Mutex
 	work := make(chan transfer)
 	t0 := time.Now()
-	say("running %d transfers on %d workers; SIGKILL of the coordinator after %d", len(plan), cfg.Workers, killPoint(cfg, len(plan)))
+	what := "the leader"
+	if cfg.Nodes == 1 {
+		what = "the only node"
+	}
+	if at := killPoint(cfg, len(plan)); at > 0 {
+		say("running %d transfers on %d workers; SIGKILL of %s after %d", len(plan), cfg.Workers, what, at)
+	} else {
+		say("running %d transfers on %d workers; no kill", len(plan), cfg.Workers)
+	}
 
 	var wg sync.WaitGroup
 	for range cfg.Workers {
@@ -265,6 +347,7 @@ func runTransfers(ctx context.Context, cfg Config, coord *Coordinator, c *client
 			defer wg.Done()
 			for t := range work {
 				r := m.run(ctx, t)
+				fo.finished(r)
 				switch r.kind {
 				case resCommitted:
 					committed.Add(1)
@@ -281,8 +364,7 @@ func runTransfers(ctx context.Context, cfg Config, coord *Coordinator, c *client
 		}()
 	}
 
-	// The kill: once the plan is KillAt done, SIGKILL and restart.
-	var kill *KillEvent
+	// The kill: once the plan is KillAt done.
 	killDone := make(chan struct{})
 	go func() {
 		defer close(killDone)
@@ -299,27 +381,11 @@ func runTransfers(ctx context.Context, cfg Config, coord *Coordinator, c *client
 			case <-tick.C:
 			}
 		}
-		k := &KillEvent{DoneAtKill: int(done.Load()), At: time.Since(t0), OldPid: coord.Pid()}
-		exit, err := coord.Kill()
+		k, watch, err := killLeader(ctx, watchCtx, cfg, cl, fo, wchk, int(done.Load()), t0, say)
+		run.kill, run.watch = k, watch
 		if err != nil {
-			cancel(fmt.Errorf("kill the coordinator: %w", err))
-			return
+			cancel(err)
 		}
-		k.ExitAfter = exit
-		say("SIGKILL coordinator (pid %d) at %.1fs after %d transfers; process gone after %dms",
-			k.OldPid, k.At.Seconds(), k.DoneAtKill, exit.Milliseconds())
-		if err := coord.Start(); err != nil {
-			cancel(fmt.Errorf("restart the coordinator: %w", err))
-			return
-		}
-		say("restarting coordinator (pid %d); workers keep going (Begin retries while it is down)", coord.Pid())
-		if _, err := coord.WaitHealthy(ctx, cfg.StartTimeout); err != nil {
-			cancel(fmt.Errorf("the coordinator did not come back: %w", err))
-			return
-		}
-		k.DownFor, k.NewPid = time.Since(t0)-k.At, coord.Pid()
-		say("coordinator back serving (pid %d) %.1fs after the kill", k.NewPid, k.DownFor.Seconds())
-		kill = k
 	}()
 
 	// Progress lines.
@@ -334,8 +400,8 @@ func runTransfers(ctx context.Context, cfg Config, coord *Coordinator, c *client
 				return
 			case <-tick.C:
 				state := ""
-				if !coord.Running() {
-					state = " (coordinator down)"
+				if d := cl.down(); d != "" {
+					state = " (down: " + d + ")"
 				}
 				say("[%5.1fs] done=%d/%d committed=%d aborted=%d unknown=%d%s", time.Since(t0).Seconds(),
 					done.Load(), len(plan), committed.Load(), aborted.Load(), unknown.Load(), state)
@@ -353,16 +419,114 @@ feed:
 	}
 	close(work)
 	wg.Wait()
-	elapsed := time.Since(t0)
-	<-killDone // the restart finishes (or fails) before the checks
+	run.elapsed = time.Since(t0)
+	<-killDone // the election and the rejoin finish (or fail) before the checks
 	cancel(nil)
 	<-progDone
+	run.results = results
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return results, kill, elapsed, fmt.Errorf("%w (coordinator log %s)", cause, coord.LogPath)
+		stopWatch()
+		if run.watch != nil {
+			<-run.watch // it uses a checker Run closes
+		}
+		return run, cause
 	}
-	say("[%5.1fs] done=%d/%d committed=%d aborted=%d unknown=%d", elapsed.Seconds(),
+	say("[%5.1fs] done=%d/%d committed=%d aborted=%d unknown=%d", run.elapsed.Seconds(),
 		done.Load(), len(plan), committed.Load(), aborted.Load(), unknown.Load())
-	return results, kill, elapsed, nil
+	return run, nil
+}
+
+// killLeader SIGKILLs the node that leads (found with ClusterStatus), starts
+// the in-doubt watch, and then: with one node, restarts it and waits until
+// it serves again; with 3 or 5, waits for the survivors to elect a leader
+// that serves, restarts the killed node and waits until it has rejoined as
+// a follower and caught up. Every wait is bounded; an error names the logs
+// to read.
+func killLeader(ctx, watchCtx context.Context, cfg Config, cl *cluster, fo *failover, wchk *checker, doneAtKill int, t0 time.Time,
+	say func(string, ...any)) (*KillEvent, <-chan InDoubtWatch, error) {
+	li, lst, err := cl.leader(ctx, 5*time.Second)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the leader to kill: %w", err)
+	}
+	k := &KillEvent{Node: cl.id(li), Term: lst.Term, DoneAtKill: doneAtKill, OldPid: cl.pid(li)}
+	killAt := time.Now()
+	k.At = killAt.Sub(t0)
+	fo.kill(killAt)
+	exit, err := cl.kill(li)
+	if err != nil {
+		return k, nil, fmt.Errorf("kill node %s: %w", k.Node, err)
+	}
+	k.ExitAfter = exit
+	say("SIGKILL %s (leader of term %d, pid %d) at %.1fs after %d transfers; process gone after %dms",
+		k.Node, k.Term, k.OldPid, k.At.Seconds(), k.DoneAtKill, exit.Milliseconds())
+
+	watch := make(chan InDoubtWatch, 1)
+	go func() { watch <- watchInDoubt(watchCtx, wchk, fo, killAt) }()
+
+	restart := func() error {
+		if err := cl.start(li); err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+		k.Restarted, k.RestartedAfter, k.NewPid = true, time.Since(killAt), cl.pid(li)
+		return nil
+	}
+	var survivors []int
+	for i := range cl.nodes {
+		if i != li {
+			survivors = append(survivors, i)
+		}
+	}
+	if len(survivors) == 0 {
+		// One node: nobody to elect; restart it and wait until it leads again.
+		if err := restart(); err != nil {
+			return k, watch, err
+		}
+		say("restarting %s (pid %d); workers keep going (Begin retries while it is down)", k.Node, k.NewPid)
+		survivors = []int{li}
+	} else {
+		say("waiting for %s to elect a leader (at most %s); workers keep going (the client follows redirects)",
+			cl.names(survivors), cfg.ElectionWait)
+	}
+	wait := cfg.ElectionWait
+	if cfg.Nodes == 1 {
+		wait = cfg.StartTimeout
+	}
+	ni, nst, err := cl.waitLeader(ctx, survivors, k.Term, wait, "election after the kill")
+	if err != nil {
+		return k, watch, err
+	}
+	k.NewLeader, k.NewTerm, k.ServingAfter = cl.id(ni), nst.Term, time.Since(killAt)
+	for _, l := range cl.leaderTerms() {
+		if l.Term > k.Term {
+			k.ElectedAfter = l.At.Sub(killAt)
+			break
+		}
+	}
+	say("election: %s leads term %d (seen leading %dms after the kill; serving, in-doubt transfers recovered, after %dms)",
+		k.NewLeader, k.NewTerm, k.ElectedAfter.Milliseconds(), k.ServingAfter.Milliseconds())
+	for _, i := range survivors {
+		if st, err := cl.status(ctx, i); err == nil {
+			say("  %s sees: state %s, term %d, leader %s, commit %d, applied %d", cl.id(i), st.State, st.Term, st.LeaderId,
+				st.CommitIndex, st.AppliedIndex)
+		}
+	}
+	if cfg.Nodes == 1 {
+		return k, watch, nil
+	}
+
+	if err := restart(); err != nil {
+		return k, watch, err
+	}
+	say("restarted %s (pid %d) %dms after the kill; waiting until it follows %s and has caught up (at most %s)",
+		k.Node, k.NewPid, k.RestartedAfter.Milliseconds(), k.NewLeader, cfg.CatchUpTimeout)
+	cu, err := cl.waitCaughtUp(ctx, li, cfg.CatchUpTimeout)
+	if err != nil {
+		return k, watch, err
+	}
+	k.Rejoined = &cu
+	say("%s rejoined: follower of %s in term %d; applied index %d ≥ %d (the leader's commit index at its restart; now %d), %dms after its restart",
+		cu.Node, cu.Leader, cu.Term, cu.Applied, cu.Target, cu.LeaderCommit, cu.Took.Milliseconds())
+	return k, watch, nil
 }
 
 // killPoint is the number of finished transfers that triggers the kill (0: none).

@@ -23,10 +23,22 @@ type NodeFile struct {
 	LogLevel     string            `yaml:"log_level,omitempty"`
 }
 
-// NodeRaft is the raft section.
+// NodeRaft is the raft section. Durations are Go duration strings; empty
+// means the server default.
 type NodeRaft struct {
 	Bind      string `yaml:"bind"`
 	Bootstrap bool   `yaml:"bootstrap"`
+	// Peers, the same list on every node, bootstraps a multi-node cluster.
+	Peers            []NodePeer `yaml:"peers,omitempty"`
+	HeartbeatTimeout string     `yaml:"heartbeat_timeout,omitempty"`
+	ElectionTimeout  string     `yaml:"election_timeout,omitempty"`
+}
+
+// NodePeer is one raft.peers entry: a member's id, Raft and gRPC addresses.
+type NodePeer struct {
+	ID   string `yaml:"id"`
+	Raft string `yaml:"raft"`
+	GRPC string `yaml:"grpc"`
 }
 
 // NodeParticipant is one participants entry. Passwords are never written to
@@ -86,6 +98,19 @@ func SingleNode(clusterID, listen, raftBind, dataDir string, parts ...NodePartic
 	return NodeFile{
 		NodeID: "n1", ClusterID: clusterID, Listen: listen, DataDir: dataDir,
 		Raft:         NodeRaft{Bind: raftBind, Bootstrap: true},
+		Participants: parts,
+		LogLevel:     "info",
+	}
+}
+
+// ClusterNode is member self (an index into peers) of a cluster that
+// bootstraps with peers: every node's file lists the same peers, and each has
+// its own node_id, addresses and data_dir.
+func ClusterNode(clusterID string, peers []NodePeer, self int, dataDir string, parts ...NodeParticipant) NodeFile {
+	p := peers[self]
+	return NodeFile{
+		NodeID: p.ID, ClusterID: clusterID, Listen: p.GRPC, DataDir: dataDir,
+		Raft:         NodeRaft{Bind: p.Raft, Bootstrap: true, Peers: peers},
 		Participants: parts,
 		LogLevel:     "info",
 	}

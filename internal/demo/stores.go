@@ -121,6 +121,39 @@ func (c *checker) inDoubt(ctx context.Context) (pg, surreal int, err error) {
 	return
 }
 
+// inDoubtGIDs lists the GIDs with the demo's prefix that are prepared in
+// PostgreSQL and that have a SurrealDB intent.
+func (c *checker) inDoubtGIDs(ctx context.Context) (pg, surreal []string, err error) {
+	rows, err := c.pg.Query(ctx, "SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, $1)", c.gidPrefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list pg_prepared_xacts: %w", err)
+	}
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("list pg_prepared_xacts: %w", err)
+		}
+		pg = append(pg, g)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("list pg_prepared_xacts: %w", err)
+	}
+	sc, err := c.conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ok, err := sc.TableExists(ctx, c.intentTable)
+	if err != nil || !ok {
+		return pg, nil, err
+	}
+	q := "SELECT VALUE <string> record::id(id) FROM type::table($tb) WHERE string::starts_with(<string> record::id(id), $prefix);"
+	if err := c.surrealValue(ctx, q, map[string]any{"tb": c.intentTable, "prefix": c.gidPrefix}, &surreal); err != nil {
+		return nil, nil, fmt.Errorf("list intents: %w", err)
+	}
+	return pg, surreal, nil
+}
+
 // settle polls until nothing is in doubt or timeout passes; it returns the
 // last counts and how long it waited.
 func (c *checker) settle(ctx context.Context, timeout time.Duration) (pg, surreal int, waited time.Duration, err error) {

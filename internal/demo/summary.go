@@ -16,14 +16,28 @@ const (
 	reasonError       = "error"            // anything else; see Summary.Errors
 )
 
-// KillEvent describes the mid-run SIGKILL and restart.
+// KillEvent describes the mid-run SIGKILL of the leader, the election that
+// followed and the killed node's restart. Durations after At count from the
+// kill.
 type KillEvent struct {
+	Node       string        // the leader killed
+	Term       uint64        // the term it led
 	DoneAtKill int           // transfers finished when the kill was sent
 	At         time.Duration // since the transfers started
 	ExitAfter  time.Duration // SIGKILL → process reaped
-	DownFor    time.Duration // SIGKILL → the restarted coordinator is healthy
 	OldPid     int
-	NewPid     int
+
+	NewLeader    string        // the leader that serves after the kill
+	NewTerm      uint64        // its term
+	ElectedAfter time.Duration // → first node seen leading in a later term
+	ServingAfter time.Duration // → NewLeader serves (it finished recovery)
+
+	Restarted      bool          // the killed node was started again
+	RestartedAfter time.Duration // → started again
+	NewPid         int
+	// Rejoined: the restarted node is a follower of NewLeader whose applied
+	// index reached the leader's commit index (3/5 nodes only).
+	Rejoined *catchUp
 }
 
 // Summary is what a demo run found. Committed, Aborted and UnknownResolved
@@ -56,16 +70,42 @@ type Summary struct {
 	SurrealIntentsLeft int
 	SettledAfter       time.Duration // end of transfers → nothing in doubt
 
-	Kill    *KillEvent
-	Elapsed time.Duration // the transfers, start to end
-	LogPath string
+	Nodes int
+	Kill  *KillEvent
+	// Leaders: the leader seen in each term from the start to the end.
+	Leaders []termLeader
+	// Elections: terms after the kill's in which a leader was seen.
+	Elections int
+	// Failover: kill → the first commit of a transfer begun after it.
+	Failover     time.Duration
+	FailoverSeen bool
+	// InDoubt: the polls of what the kill left in doubt; InDoubtCommitted
+	// and InDoubtAborted: how those transfers ended.
+	InDoubt                          *InDoubtWatch
+	InDoubtCommitted, InDoubtAborted int
+	// Digests: every node's StoreDigest at one applied index; DigestProblem
+	// says how they differ ("" if equal).
+	Digests       []NodeDigest
+	DigestProblem string
+
+	Elapsed  time.Duration // the transfers, start to end
+	LogPaths []string      // one per node
 }
 
+// ms renders a duration as whole milliseconds for Line.
+func ms(d time.Duration) int64 { return d.Milliseconds() }
+
 // Line is the one-line result the demo ends with (scripts grep it).
+// The last four fields are 0 when there was no kill; failover_ms and
+// in_doubt_clear_ms are also 0 when not measured (Problems says so).
 func (s Summary) Line() string {
-	return fmt.Sprintf("demo: transfers=%d committed=%d aborted=%d unknown_resolved=%d total_before=%d total_after=%d pg_prepared_left=%d surreal_intents_left=%d",
+	var clear time.Duration
+	if s.InDoubt != nil && s.InDoubt.Cleared {
+		clear = s.InDoubt.ClearAfter
+	}
+	return fmt.Sprintf("demo: transfers=%d committed=%d aborted=%d unknown_resolved=%d total_before=%d total_after=%d pg_prepared_left=%d surreal_intents_left=%d nodes=%d elections=%d failover_ms=%d in_doubt_clear_ms=%d",
 		s.Transfers, s.Committed, s.Aborted, s.UnknownResolved, s.TotalBefore, s.TotalAfter,
-		s.PGPreparedLeft, s.SurrealIntentsLeft)
+		s.PGPreparedLeft, s.SurrealIntentsLeft, s.Nodes, s.Elections, ms(s.Failover), ms(clear))
 }
 
 // Problems lists why the run failed; empty means it passed.
@@ -88,6 +128,17 @@ func (s Summary) Problems() []string {
 	}
 	if s.NotRun > 0 {
 		p = append(p, fmt.Sprintf("%d transfer(s) never ran: the coordinator stayed unavailable", s.NotRun))
+	}
+	if s.Kill != nil {
+		if !s.FailoverSeen {
+			p = append(p, "no transfer begun after the kill committed: failover not shown (more --transfers, or a lower --kill-at)")
+		}
+		if s.InDoubt == nil || !s.InDoubt.Cleared {
+			p = append(p, "what the kill left in doubt was never seen cleared (see the in-doubt line)")
+		}
+	}
+	if s.DigestProblem != "" {
+		p = append(p, "store digests: "+s.DigestProblem)
 	}
 	if got := s.Committed + s.Aborted + s.UnknownResolved + s.Unresolved + s.NotRun; got != s.Transfers {
 		p = append(p, fmt.Sprintf("accounting: %d transfers but %d outcomes", s.Transfers, got))
@@ -146,10 +197,7 @@ func (s Summary) Report(w io.Writer) {
 	if s.NotRun > 0 {
 		p("never run           %d", s.NotRun)
 	}
-	if k := s.Kill; k != nil {
-		p("coordinator kill    SIGKILL at %.1fs after %d transfers (pid %d); back serving after %.1fs (pid %d)",
-			k.At.Seconds(), k.DoneAtKill, k.OldPid, k.DownFor.Seconds(), k.NewPid)
-	}
+	s.reportCluster(p)
 	p("total balance       before %d (pg %d + surreal %d), after %d (pg %d + surreal %d)",
 		s.TotalBefore, s.PGBefore, s.SurrealBefore, s.TotalAfter, s.PGAfter, s.SurrealAfter)
 	p("accounts            %d/%d equal start + committed transfers", s.AccountsChecked-len(s.AccountsMismatched), s.AccountsChecked)
@@ -165,8 +213,8 @@ func (s Summary) Report(w io.Writer) {
 	for _, e := range s.Errors {
 		p("  error: %s", e)
 	}
-	if s.LogPath != "" {
-		p("coordinator log     %s", s.LogPath)
+	if len(s.LogPaths) > 0 {
+		p("node logs           %s", strings.Join(s.LogPaths, " "))
 	}
 	if probs := s.Problems(); len(probs) > 0 {
 		for _, pr := range probs {
@@ -176,4 +224,64 @@ func (s Summary) Report(w io.Writer) {
 		p("PASS: every transfer was all-or-nothing and nothing is left in doubt")
 	}
 	fmt.Fprintln(w, s.Line())
+}
+
+// reportCluster writes the cluster lines of the report.
+func (s Summary) reportCluster(p func(string, ...any)) {
+	p("nodes               %d", s.Nodes)
+	k := s.Kill
+	if k == nil {
+		p("kill                none")
+	} else {
+		p("kill                SIGKILL of leader %s (term %d, pid %d) at %.1fs after %d transfers",
+			k.Node, k.Term, k.OldPid, k.At.Seconds(), k.DoneAtKill)
+		if k.NewLeader != "" {
+			p("election            %s leads term %d: seen leading %dms after the kill, serving (recovered) after %dms",
+				k.NewLeader, k.NewTerm, ms(k.ElectedAfter), ms(k.ServingAfter))
+		}
+		var terms []string
+		for _, l := range s.Leaders {
+			if l.Term > k.Term {
+				terms = append(terms, fmt.Sprintf("%d:%s", l.Term, l.ID))
+			}
+		}
+		p("elections           %d after the kill (term:leader %s; term %d → %d)", s.Elections, strings.Join(terms, " "),
+			k.Term, k.NewTerm)
+		if s.FailoverSeen {
+			p("failover            first commit of a transfer begun after the kill: %dms after the kill", ms(s.Failover))
+		} else {
+			p("failover            no transfer begun after the kill committed")
+		}
+		if w := s.InDoubt; w != nil {
+			a := w.AtKill
+			p("in doubt at kill    %d transfer(s) begun before the kill: %d prepared PostgreSQL branch(es), %d SurrealDB intent(s), %d outcome(s) not yet known to the client",
+				len(a.TxIDs), a.PG, a.Surreal, a.Open)
+			if w.Cleared {
+				p("                    all resolved %dms after the kill (%d committed, %d rolled back)",
+					ms(w.ClearAfter), s.InDoubtCommitted, s.InDoubtAborted)
+			} else {
+				p("                    NOT cleared: last poll %d PostgreSQL, %d SurrealDB, %d open (err %v)",
+					w.Last.PG, w.Last.Surreal, w.Last.Open, w.Err)
+			}
+		}
+		switch {
+		case k.Rejoined != nil:
+			r := k.Rejoined
+			p("rejoin              %s restarted %dms after the kill (pid %d); follower of %s in term %d, applied index %d ≥ %d (leader's commit at its restart) %dms after its restart",
+				k.Node, ms(k.RestartedAfter), k.NewPid, r.Leader, r.Term, r.Applied, r.Target, ms(r.Took))
+		case k.Restarted:
+			p("restart             %s restarted %dms after the kill (pid %d)", k.Node, ms(k.RestartedAfter), k.NewPid)
+		}
+	}
+	switch {
+	case s.DigestProblem != "":
+		p("store digests       DIFFER: %s", s.DigestProblem)
+	case len(s.Digests) > 0:
+		d := s.Digests[0]
+		names := make([]string, len(s.Digests))
+		for i, x := range s.Digests {
+			names[i] = x.Node
+		}
+		p("store digests       equal on %s at applied index %d: sha256 %s, %d records", strings.Join(names, ","), d.Applied, d.SHA256, d.Records)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/client"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 )
 
 // result kinds of one transfer.
@@ -15,7 +16,7 @@ type resultKind int
 const (
 	resCommitted resultKind = iota
 	resAborted
-	resUnknown // Commit's outcome unknown: resolve with WaitOutcome
+	resUnknown // Commit's outcome unknown: resolved with WaitOutcome (outcome)
 	resNotRun  // Begin never succeeded
 )
 
@@ -25,12 +26,21 @@ type transferResult struct {
 	reason string // for resAborted
 	txid   string
 	err    error
+	// outcome is what WaitOutcome answered for resUnknown (UNKNOWN if it
+	// did not resolve within ResolveTimeout; werr says why).
+	outcome pb.Outcome
+	werr    error
+	// began is when Begin returned; ended when the worker was done with it
+	// (Commit answered, or WaitOutcome resolved it).
+	began, ended time.Time
 }
 
 // mover runs transfers through txcoord.
 type mover struct {
 	cfg Config
 	c   *client.Client
+	// onBegin, if set, is told every transaction Begin returns, at once.
+	onBegin func(txid string, at time.Time)
 }
 
 func (m *mover) step(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -89,14 +99,18 @@ func (m *mover) abandon(ctx context.Context, tx *client.Tx, r transferResult, re
 //	              Read surreal record, Merge balance + amount, Commit.
 //	surreal → pg: Read surreal record (balance < amount: overdraft), Merge balance - amount,
 //	              UPDATE ... balance + amount, Commit.
-func (m *mover) run(ctx context.Context, t transfer) transferResult {
-	r := transferResult{t: t}
+func (m *mover) run(ctx context.Context, t transfer) (r transferResult) {
+	r = transferResult{t: t}
 	tx, err := m.begin(ctx)
 	if err != nil {
 		r.kind, r.err = resNotRun, err
 		return r
 	}
-	r.txid = tx.ID()
+	r.txid, r.began = tx.ID(), time.Now()
+	if m.onBegin != nil {
+		m.onBegin(r.txid, r.began)
+	}
+	defer func() { r.ended = time.Now() }()
 
 	if t.ToSurreal {
 		sctx, cancel := m.step(ctx)
@@ -148,8 +162,12 @@ func (m *mover) run(ctx context.Context, t transfer) transferResult {
 		r.kind, r.reason, r.err = resAborted, conflictReason(err), err
 	default:
 		// ErrOutcomeUnknown, or anything else Commit answered: it may have
-		// committed. Never count it as failed (DESIGN.md invariant 3).
+		// committed. Never count it as failed (DESIGN.md invariant 3): ask
+		// (the new leader, after a kill) until it knows.
 		r.kind, r.err = resUnknown, err
+		wctx, wcancel := context.WithTimeout(ctx, m.cfg.ResolveTimeout)
+		r.outcome, r.werr = m.c.WaitOutcome(wctx, r.txid)
+		wcancel()
 	}
 	return r
 }
