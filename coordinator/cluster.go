@@ -92,7 +92,7 @@ func (c *Coordinator) mustLead() error {
 }
 
 // AddVoter adds a node as a voter (idempotent) and logs its gRPC address.
-func (c *Coordinator) AddVoter(id, raftAddr, grpcAddr string) error {
+func (c *Coordinator) AddVoter(id, raftAddr, grpcAddr, actor string) error {
 	if !ValidName(id) {
 		return fieldErr("id", "%q: use 1-32 of [a-z0-9_-]", id)
 	}
@@ -111,13 +111,13 @@ func (c *Coordinator) AddVoter(id, raftAddr, grpcAddr string) error {
 		return fmt.Errorf("%w: add voter %s: %v", ErrUnavailable, id, err)
 	}
 	c.log.Info("voter added", "node", id, "raft", raftAddr, "grpc", grpcAddr)
-	c.audit("MEMBER_ADD", fmt.Sprintf("voter %s raft=%s grpc=%s", id, raftAddr, grpcAddr), "admin-api")
+	c.audit("MEMBER_ADD", fmt.Sprintf("voter %s raft=%s grpc=%s", id, raftAddr, grpcAddr), actor)
 	return nil
 }
 
 // RemoveServer removes a node from the cluster (idempotent). Removing the
 // leader itself is allowed: it steps down after the change commits.
-func (c *Coordinator) RemoveServer(id string) error {
+func (c *Coordinator) RemoveServer(id, actor string) error {
 	if id == "" {
 		return fieldErr("id", "is empty: name the node to remove")
 	}
@@ -138,7 +138,7 @@ func (c *Coordinator) RemoveServer(id string) error {
 		}
 		c.log.Info("server removed", "node", id)
 		if c.raft.State() == raft.Leader {
-			c.audit("MEMBER_REMOVE", "server "+id, "admin-api")
+			c.audit("MEMBER_REMOVE", "server "+id, actor)
 		}
 	}
 	if c.raft.State() == raft.Leader {
@@ -151,10 +151,16 @@ func (c *Coordinator) RemoveServer(id string) error {
 
 // TransferLeadership hands leadership to id, or to the most up-to-date voter
 // when id is empty, and returns the new leader's id.
-func (c *Coordinator) TransferLeadership(id string) (string, error) {
+func (c *Coordinator) TransferLeadership(id, actor string) (string, error) {
 	if err := c.mustLead(); err != nil {
 		return "", err
 	}
+	// Audited before the transfer: afterwards this node can no longer log.
+	target := id
+	if target == "" {
+		target = "(the most up-to-date voter)"
+	}
+	c.audit("LEADERSHIP_TRANSFER", "to "+target, actor)
 	var f raft.Future
 	if id == "" {
 		f = c.raft.LeadershipTransfer()
@@ -180,6 +186,7 @@ func (c *Coordinator) TransferLeadership(id string) (string, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, leader := c.raft.LeaderWithID(); leader != "" && string(leader) != c.cfg.NodeID {
+			c.log.Info("leadership transferred", "to", leader, "actor", actor)
 			return string(leader), nil
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -173,6 +174,19 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 			return nil, nil, fmt.Errorf("%w: %s has a logged %s decision (raft index %d); resolving it %s needs --force",
 				ErrDecisionConflict, txid, prev.Outcome, prev.Index, outcome)
 		}
+		// Even forced, a contradiction is only possible while every branch
+		// of the logged decision is still prepared: one already applied
+		// cannot be undone, and the result would be a mixed outcome.
+		var applied []string
+		for _, p := range prev.Participants {
+			if !slices.Contains(parts, p) {
+				applied = append(applied, p)
+			}
+		}
+		if len(applied) > 0 {
+			return nil, nil, fmt.Errorf("%w: %s's logged %s was already applied on [%s]; a forced %s would leave it half done, so it is refused",
+				ErrDecisionConflict, txid, prev.Outcome, strings.Join(applied, ","), outcome)
+		}
 		detail += fmt.Sprintf("; FORCED over the logged %s decision", prev.Outcome)
 	}
 	now := c.now().UnixMilli()
@@ -213,6 +227,10 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 func (c *Coordinator) Audit(limit int) ([]wal.AuditEntry, bool, uint64, string, error) {
 	return c.store.Audit(limit)
 }
+
+// Audit appends an operator action to the audit trail (leader only; a
+// failure is logged, not returned: the action itself already happened).
+func (c *Coordinator) AuditAction(action, detail, actor string) { c.audit(action, detail, actor) }
 
 // audit appends an entry through Raft (membership changes, restores).
 func (c *Coordinator) audit(action, detail, actor string) {

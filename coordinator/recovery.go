@@ -256,6 +256,9 @@ type RecoveryAction struct {
 	Reason      string
 	PreparedAt  time.Time
 	Locks       []string
+	// NotPrepared: a branch of an undone decision that its participant no
+	// longer holds prepared.
+	NotPrepared bool
 	Err         error // set when executing it failed
 }
 
@@ -275,7 +278,7 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 	if err := c.raft.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
 		return plan, fmt.Errorf("%w: barrier: %v", ErrUnavailable, err)
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{} // GID → index in plan.Actions
 	recs, err := c.store.List(wal.Filter{NotDone: true})
 	if err != nil {
 		return plan, err
@@ -289,7 +292,7 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 			a := RecoveryAction{Participant: pname, GID: c.GID(rec.TxID, pname), TxID: rec.TxID, Ours: true,
 				Decision: rec.Outcome.String(), Heuristic: rec.Heuristic}
 			a.Action, a.Reason = decisionAction(rec)
-			seen[a.GID] = true
+			seen[a.GID] = len(plan.Actions)
 			plan.Actions = append(plan.Actions, a)
 		}
 	}
@@ -313,14 +316,19 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 		}()
 	}
 	var found []RecoveryAction
+	listed := map[string]map[string]bool{} // participant → GIDs it holds prepared
 	for range c.parts {
 		l := <-results
 		if l.err != nil {
 			plan.Unreachable[l.name] = l.err
 			continue
 		}
+		listed[l.name] = map[string]bool{}
 		for _, b := range l.branches {
-			if seen[b.GID] {
+			listed[l.name][b.GID] = true
+			if i, ok := seen[b.GID]; ok {
+				// A branch of an undone decision, still prepared: show its age and locks.
+				plan.Actions[i].PreparedAt, plan.Actions[i].Locks = b.PreparedAt, b.Locks
 				continue
 			}
 			a := RecoveryAction{Participant: l.name, GID: b.GID, PreparedAt: b.PreparedAt, Locks: b.Locks, Decision: "NONE"}
@@ -347,6 +355,13 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 				}
 			}
 			found = append(found, a)
+		}
+	}
+	for gid, i := range seen {
+		a := &plan.Actions[i]
+		if l, ok := listed[a.Participant]; ok && !l[gid] {
+			a.Reason += "; the branch is no longer prepared at the participant (already applied, or gone)"
+			a.NotPrepared = true
 		}
 	}
 	sort.Slice(found, func(i, j int) bool {

@@ -100,6 +100,9 @@ type Config struct {
 		RecoveryInterval Duration `yaml:"recovery_interval"`
 		Retention        Duration `yaml:"retention"`
 		PrepareTimeout   Duration `yaml:"prepare_timeout"`
+		// RecoveryStartupWait bounds how long recovery may delay serving
+		// after an election; what is left continues in the background.
+		RecoveryStartupWait Duration `yaml:"recovery_startup_wait"`
 	} `yaml:"coordinator"`
 	LogLevel string `yaml:"log_level"`
 
@@ -329,6 +332,9 @@ func (c Config) coordinatorConfig() coordinator.Config {
 	}
 	if k.PrepareTimeout > 0 {
 		cc.PrepareTimeout = time.Duration(k.PrepareTimeout)
+	}
+	if k.RecoveryStartupWait > 0 {
+		cc.RecoveryStartupWait = time.Duration(k.RecoveryStartupWait)
 	}
 	return cc
 }

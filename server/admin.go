@@ -8,6 +8,7 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/security"
 	"github.com/txcoord/txcoord/wal"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -19,9 +20,9 @@ import (
 // Cluster is the part of coordinator.Coordinator the Admin service uses.
 type Cluster interface {
 	Status() (coordinator.ClusterStatus, error)
-	AddVoter(id, raftAddr, grpcAddr string) error
-	RemoveServer(id string) error
-	TransferLeadership(id string) (string, error)
+	AddVoter(id, raftAddr, grpcAddr, actor string) error
+	RemoveServer(id, actor string) error
+	TransferLeadership(id, actor string) (string, error)
 	Digest() (applied uint64, sum string, records int, err error)
 }
 
@@ -55,21 +56,21 @@ func (s *AdminServer) ClusterStatus(ctx context.Context, _ *pb.ClusterStatusRequ
 }
 
 func (s *AdminServer) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
-	if err := s.c.AddVoter(req.GetId(), req.GetRaftAddress(), req.GetGrpcAddress()); err != nil {
+	if err := s.c.AddVoter(req.GetId(), req.GetRaftAddress(), req.GetGrpcAddress(), actorOf(ctx, "")); err != nil {
 		return nil, toStatus(err, "")
 	}
 	return &pb.AddVoterResponse{}, nil
 }
 
 func (s *AdminServer) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-	if err := s.c.RemoveServer(req.GetId()); err != nil {
+	if err := s.c.RemoveServer(req.GetId(), actorOf(ctx, "")); err != nil {
 		return nil, toStatus(err, "")
 	}
 	return &pb.RemoveServerResponse{}, nil
 }
 
 func (s *AdminServer) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
-	id, err := s.c.TransferLeadership(req.GetId())
+	id, err := s.c.TransferLeadership(req.GetId(), actorOf(ctx, ""))
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
@@ -161,13 +162,45 @@ func (s *AdminServer) InDoubt(ctx context.Context, _ *pb.InDoubtRequest) (*pb.In
 		resp.Branches = append(resp.Branches, b)
 	}
 	for _, rec := range plan.Undone {
-		resp.Undone = append(resp.Undone, &pb.Transaction{Txid: rec.TxID, Outcome: outcomeOf(rec), Heuristic: rec.Heuristic,
-			State: pb.TransactionState_COMMITTING, Error: rec.Reason})
+		t := &pb.Transaction{Txid: rec.TxID, Outcome: outcomeOf(rec), Heuristic: rec.Heuristic, Labels: rec.Labels,
+			State: pb.TransactionState_COMMITTING, Error: rec.Reason}
+		if rec.Outcome != wal.OutcomeCommit {
+			t.State = pb.TransactionState_ABORTING
+		}
+		if rec.CreatedMs > 0 {
+			t.CreatedAt = timestamppb.New(time.UnixMilli(rec.CreatedMs))
+		}
+		for _, a := range plan.Actions {
+			if a.TxID == rec.TxID {
+				st := pb.BranchState_BRANCH_PREPARED
+				if a.NotPrepared {
+					st = pb.BranchState_BRANCH_STATE_UNSPECIFIED // not prepared any more: applied or gone
+				}
+				t.Branches = append(t.Branches, &pb.Branch{Participant: a.Participant, Gid: a.GID, State: st, Vote: "YES"})
+			}
+		}
+		resp.Undone = append(resp.Undone, t)
 	}
 	for name, e := range plan.Unreachable {
 		resp.Unreachable[name] = e.Error()
 	}
 	return resp, nil
+}
+
+// actorOf names who asked: the authenticated client when access control
+// is on (a claimed name is kept beside it, never instead of it), else the
+// name the client claims, else "admin-api".
+func actorOf(ctx context.Context, claimed string) string {
+	if c, ok := security.CallerFrom(ctx); ok {
+		if claimed != "" && claimed != c.Name {
+			return c.Name + " (claims " + claimed + ")"
+		}
+		return c.Name
+	}
+	if claimed != "" {
+		return claimed
+	}
+	return "admin-api"
 }
 
 func outcomeOf(rec *wal.Record) pb.Outcome {
@@ -186,6 +219,19 @@ func (s *AdminServer) Recover(ctx context.Context, req *pb.RecoverRequest) (*pb.
 		return nil, toStatus(err, "")
 	}
 	plan, perr := o.RecoveryPass(ctx, req.GetDryRun())
+	if !req.GetDryRun() {
+		n := 0
+		for _, a := range plan.Actions {
+			if a.Err == nil && (a.Action == coordinator.ActCommit || a.Action == coordinator.ActRollBack) {
+				n++
+			}
+		}
+		if a, ok := s.c.(interface {
+			AuditAction(action, detail, actor string)
+		}); ok {
+			a.AuditAction("RECOVER", fmt.Sprintf("operator recovery pass: %d of %d actions applied", n, len(plan.Actions)), actorOf(ctx, ""))
+		}
+	}
 	if perr != nil && len(plan.Actions) == 0 && len(plan.Unreachable) == 0 {
 		return nil, toStatus(perr, "")
 	}
@@ -221,7 +267,7 @@ func (s *AdminServer) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.
 	default:
 		return nil, toStatus(fieldErr("outcome", "use COMMITTED or ABORTED"), req.GetTxid())
 	}
-	info, entry, err := o.Resolve(ctx, req.GetTxid(), commit, req.GetReason(), req.GetActor(), req.GetForce())
+	info, entry, err := o.Resolve(ctx, req.GetTxid(), commit, req.GetReason(), actorOf(ctx, req.GetActor()), req.GetForce())
 	if err != nil {
 		return nil, toStatus(err, req.GetTxid())
 	}
@@ -312,10 +358,11 @@ func (s *AdminServer) RestoreSnapshot(stream pb.Admin_RestoreSnapshotServer) err
 	if err != nil {
 		return err
 	}
-	actor := "admin-api"
+	claimed := ""
 	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && len(md.Get("txcoord-actor")) > 0 {
-		actor = md.Get("txcoord-actor")[0]
+		claimed = md.Get("txcoord-actor")[0]
 	}
+	actor := actorOf(stream.Context(), claimed)
 	n, err := o.RestoreSnapshot(&chunkReader{recv: stream.Recv}, actor)
 	if err != nil {
 		return toStatus(err, "")

@@ -301,7 +301,7 @@ func toStatus(err error, txid string) error {
 	case errors.Is(err, coordinator.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, coordinator.ErrDecisionConflict):
-		code = codes.FailedPrecondition
+		code, reason = codes.FailedPrecondition, wire.ReasonDecisionConflict
 	case errors.Is(err, coordinator.ErrNotActive):
 		code, reason = codes.FailedPrecondition, wire.ReasonNotActive
 	case errors.Is(err, coordinator.ErrLimit):

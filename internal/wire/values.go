@@ -146,4 +146,7 @@ const (
 	ReasonInvalid        = "INVALID_ARGUMENT"
 	ReasonUnavailable    = "UNAVAILABLE"
 	ReasonNotActive      = "NOT_ACTIVE"
+	// ReasonDecisionConflict: a heuristic resolution would contradict a
+	// logged decision (or cannot be applied atomically any more).
+	ReasonDecisionConflict = "DECISION_CONFLICT"
 )
