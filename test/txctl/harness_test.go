@@ -691,3 +691,13 @@ func editAuditReason(t *testing.T, path string, seq uint64, reason string) {
 		t.Fatal(err)
 	}
 }
+
+func (r result) notContains(t *testing.T, parts ...string) {
+	t.Helper()
+	all := r.stdout + r.stderr
+	for _, p := range parts {
+		if strings.Contains(all, p) {
+			t.Errorf("txctl %s: output has %q:\n%s", strings.Join(r.args, " "), p, all)
+		}
+	}
+}
