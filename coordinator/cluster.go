@@ -178,6 +178,9 @@ func (c *Coordinator) TransferLeadership(id, actor string) (string, error) {
 		if addr == "" {
 			return "", fieldErr("id", "%q is not a member of the cluster", id)
 		}
+		if id == c.cfg.NodeID {
+			return "", fieldErr("id", "%q already leads; name another voter, or none for the most up-to-date one", id)
+		}
 		f = c.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
 	}
 	if err := f.Error(); err != nil {

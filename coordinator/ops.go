@@ -281,9 +281,29 @@ func (c *Coordinator) RestoreSnapshot(r io.Reader, actor string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The snapshot's member table is another cluster's (or an older one):
+	// keep this cluster's addresses across the restore.
+	members, err := c.store.Members()
+	if err != nil {
+		return 0, err
+	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: st.Size()}
 	if err := c.raft.Restore(meta, in, 2*time.Minute); err != nil {
 		return 0, fmt.Errorf("%w: raft restore: %v", ErrUnavailable, err)
+	}
+	if restored, err := c.store.Members(); err == nil {
+		for id := range restored {
+			if _, ok := members[id]; !ok {
+				c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id}.Encode(), c.cfg.ApplyTimeout)
+			}
+		}
+		for id, addr := range members {
+			if restored[id] != addr {
+				if err := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: addr}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+					c.log.Warn("could not re-log a member address after restore", "node", id, "err", err)
+				}
+			}
+		}
 	}
 	c.audit("SNAPSHOT_RESTORE", fmt.Sprintf("%d decisions restored", n), actor)
 	c.log.Warn("decision store restored from a snapshot", "decisions", n, "actor", actor)

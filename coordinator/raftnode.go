@@ -86,6 +86,11 @@ func OpenRaft(cfg RaftConfig, logger *slog.Logger) (*RaftNode, error) {
 		store.Close()
 		return nil, fmt.Errorf("raft: snapshot store: %w", err)
 	}
+	if err := reconcileStore(store, logStore, snaps, logger); err != nil {
+		logStore.Close()
+		store.Close()
+		return nil, err
+	}
 	advertise := cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = cfg.BindAddr
@@ -173,3 +178,43 @@ func (n *RaftNode) Close() error {
 }
 
 var _ io.Closer = (*RaftNode)(nil)
+
+// reconcileStore checks the decision store against the Raft log before Raft
+// starts. Raft replays entries after its newest snapshot only, so a store
+// behind that snapshot (decisions.db lost or older than the snapshot) is
+// first rebuilt from the snapshot; a store ahead of the whole log belongs to
+// another log and is refused, since applying this log on top of it would
+// skip entries.
+func reconcileStore(store *wal.Store, logs raft.LogStore, snaps raft.SnapshotStore, logger *slog.Logger) error {
+	applied := store.AppliedIndex()
+	last, err := logs.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft: read the log: %w", err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raft: list snapshots: %w", err)
+	}
+	var snapIndex uint64
+	if len(metas) > 0 {
+		snapIndex = metas[0].Index // newest first
+	}
+	if top := max(last, snapIndex); applied > top {
+		return fmt.Errorf("decision store %s is ahead of the Raft log (applied index %d > last log index %d): "+
+			"it belongs to another log; restore decisions.db and raft.db from the same backup, or start this node with an empty data_dir and let it join",
+			store.Path(), applied, top)
+	}
+	if snapIndex > applied {
+		_, rc, err := snaps.Open(metas[0].ID)
+		if err != nil {
+			return fmt.Errorf("raft: open snapshot %s to rebuild the decision store: %w", metas[0].ID, err)
+		}
+		defer rc.Close()
+		if err := store.Restore(rc); err != nil {
+			return fmt.Errorf("rebuild the decision store from snapshot %s: %w", metas[0].ID, err)
+		}
+		logger.Warn("decision store was behind the newest snapshot; rebuilt from it",
+			"applied_before", applied, "snapshot_index", snapIndex, "applied_now", store.AppliedIndex())
+	}
+	return nil
+}
