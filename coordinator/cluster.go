@@ -58,7 +58,7 @@ func (c *Coordinator) Status() (ClusterStatus, error) {
 	}
 	st.LeaderGRPCAddress = members[st.LeaderID]
 	f := c.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := c.wait(f); err != nil {
 		return st, fmt.Errorf("raft configuration: %w", err)
 	}
 	for _, s := range f.Configuration().Servers {
@@ -103,11 +103,11 @@ func (c *Coordinator) AddVoter(id, raftAddr, grpcAddr, actor string) error {
 		return err
 	}
 	if grpcAddr != "" {
-		if err := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: grpcAddr}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+		if err := c.wait(c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: grpcAddr}.Encode(), c.cfg.ApplyTimeout)); err != nil {
 			return fmt.Errorf("%w: log member address: %v", ErrUnavailable, err)
 		}
 	}
-	if err := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, membershipTimeout).Error(); err != nil {
+	if err := c.wait(c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, membershipTimeout)); err != nil {
 		return fmt.Errorf("%w: add voter %s: %v", ErrUnavailable, id, err)
 	}
 	c.log.Info("voter added", "node", id, "raft", raftAddr, "grpc", grpcAddr)
@@ -125,7 +125,7 @@ func (c *Coordinator) RemoveServer(id, actor string) error {
 		return err
 	}
 	f := c.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := c.wait(f); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	found := false
@@ -133,7 +133,7 @@ func (c *Coordinator) RemoveServer(id, actor string) error {
 		found = found || string(s.ID) == id
 	}
 	if found {
-		if err := c.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout).Error(); err != nil {
+		if err := c.wait(c.raft.RemoveServer(raft.ServerID(id), 0, membershipTimeout)); err != nil {
 			return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
 		}
 		c.log.Info("server removed", "node", id)
@@ -142,7 +142,7 @@ func (c *Coordinator) RemoveServer(id, actor string) error {
 		}
 	}
 	if c.raft.State() == raft.Leader {
-		if err := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+		if err := c.wait(c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id}.Encode(), c.cfg.ApplyTimeout)); err != nil {
 			c.log.Warn("could not forget member address", "node", id, "err", err)
 		}
 	}
@@ -167,7 +167,7 @@ func (c *Coordinator) TransferLeadership(id, actor string) (string, error) {
 	} else {
 		addr := ""
 		cf := c.raft.GetConfiguration()
-		if err := cf.Error(); err != nil {
+		if err := c.wait(cf); err != nil {
 			return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		for _, s := range cf.Configuration().Servers {
@@ -183,7 +183,7 @@ func (c *Coordinator) TransferLeadership(id, actor string) (string, error) {
 		}
 		f = c.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
 	}
-	if err := f.Error(); err != nil {
+	if err := c.wait(f); err != nil {
 		return "", fmt.Errorf("%w: leadership transfer: %v", ErrUnavailable, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

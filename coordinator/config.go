@@ -67,6 +67,9 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// CallTimeout bounds one phase-two call to a participant.
 	CallTimeout time.Duration
+	// FutureTimeout bounds waiting for any Raft operation (apply, barrier,
+	// membership change); past it the outcome counts as unknown.
+	FutureTimeout time.Duration
 
 	// RecoveryInterval is the period of the in-doubt scan of participants.
 	RecoveryInterval time.Duration
@@ -122,6 +125,7 @@ func DefaultConfig() Config {
 		RetryMin:            20 * time.Millisecond,
 		RetryMax:            2 * time.Second,
 		CallTimeout:         5 * time.Second,
+		FutureTimeout:       15 * time.Second,
 		RecoveryInterval:    5 * time.Second,
 		RecoveryStartupWait: 30 * time.Second,
 		Retention:           24 * time.Hour,
@@ -147,7 +151,7 @@ func (c Config) Validate() error {
 	pos := map[string]time.Duration{
 		"default_timeout": c.DefaultTimeout, "max_timeout": c.MaxTimeout, "prepare_timeout": c.PrepareTimeout,
 		"apply_timeout": c.ApplyTimeout, "commit_reply_wait": c.CommitReplyWait, "retry_min": c.RetryMin,
-		"retry_max": c.RetryMax, "call_timeout": c.CallTimeout, "recovery_interval": c.RecoveryInterval,
+		"retry_max": c.RetryMax, "call_timeout": c.CallTimeout, "future_timeout": c.FutureTimeout, "recovery_interval": c.RecoveryInterval,
 		"recovery_startup_wait": c.RecoveryStartupWait, "retention": c.Retention,
 	}
 	for name, d := range pos {

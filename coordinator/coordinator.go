@@ -236,6 +236,28 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 	return c, nil
 }
 
+// errFutureTimeout: a Raft future did not complete in time.
+var errFutureTimeout = errors.New("raft did not answer in time")
+
+// wait waits for a Raft future, bounded: hashicorp/raft v1.7 does not wake
+// every future when it shuts down (a leader removed from the cluster shuts
+// down mid-apply), so an unbounded wait could hang a client forever. On a
+// timeout the future's outcome is unknown; the helper goroutine ends when
+// raft answers, or stays parked on a future raft dropped (one per such
+// event, which only a shutdown produces).
+func (c *Coordinator) wait(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(c.cfg.FutureTimeout):
+		return errFutureTimeout
+	case <-c.stop:
+		return raft.ErrRaftShutdown
+	}
+}
+
 // ActiveCount is the number of transactions in memory (ACTIVE or in their
 // commit protocol).
 func (c *Coordinator) ActiveCount() int {

@@ -194,7 +194,7 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 		Decision: &wal.Record{TxID: txid, Outcome: outcome, Participants: parts, Reason: reason, CreatedMs: txidTime(txid).UnixMilli(), DecidedMs: now},
 		Audit:    &wal.AuditEntry{AtMs: now, Actor: actor, Action: "RESOLVE", TxID: txid, Detail: detail, Reason: reason}}
 	f := c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := c.wait(f); err != nil {
 		return nil, nil, fmt.Errorf("%w: log the resolution: %v", ErrOutcomeUnknown, err)
 	}
 	res := f.Response().(*wal.ApplyResult)
@@ -235,7 +235,7 @@ func (c *Coordinator) AuditAction(action, detail, actor string) { c.audit(action
 // audit appends an entry through Raft (membership changes, restores).
 func (c *Coordinator) audit(action, detail, actor string) {
 	e := &wal.AuditEntry{AtMs: c.now().UnixMilli(), Actor: actor, Action: action, Detail: detail}
-	if err := c.raft.Apply(wal.Command{Type: wal.CmdAudit, Audit: e}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+	if err := c.wait(c.raft.Apply(wal.Command{Type: wal.CmdAudit, Audit: e}.Encode(), c.cfg.ApplyTimeout)); err != nil {
 		c.log.Warn("audit entry not logged", "action", action, "err", err)
 	}
 }
@@ -299,7 +299,7 @@ func (c *Coordinator) RestoreSnapshot(r io.Reader, actor string) (int, error) {
 		}
 		for id, addr := range members {
 			if restored[id] != addr {
-				if err := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: addr}.Encode(), c.cfg.ApplyTimeout).Error(); err != nil {
+				if err := c.wait(c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: addr}.Encode(), c.cfg.ApplyTimeout)); err != nil {
 					c.log.Warn("could not re-log a member address after restore", "node", id, "err", err)
 				}
 			}

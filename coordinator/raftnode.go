@@ -118,6 +118,10 @@ func OpenRaft(cfg RaftConfig, logger *slog.Logger) (*RaftNode, error) {
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hlog
 	rc.BatchApplyCh = true
+	// A node removed from the cluster keeps running (as a non-member) so
+	// that its in-flight calls are answered: with raft's default it would
+	// shut raft down mid-apply and strand them.
+	rc.ShutdownOnRemove = false
 	// The decision store is durable on its own: restoring the last snapshot at
 	// start would only roll it back before the log replays forward again.
 	rc.NoSnapshotRestoreOnStart = true

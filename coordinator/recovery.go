@@ -107,7 +107,7 @@ func (c *Coordinator) registerMembers() {
 			continue
 		}
 		f := c.raft.Apply(wal.Command{Type: wal.CmdMember, NodeID: id, Addr: addr}.Encode(), c.cfg.ApplyTimeout)
-		if err := f.Error(); err != nil {
+		if err := c.wait(f); err != nil {
 			c.log.Warn("could not log member address", "node", id, "err", err)
 		}
 	}
@@ -275,7 +275,7 @@ type RecoveryPlan struct {
 // txctl in-doubt shows them.
 func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, error) {
 	plan := RecoveryPlan{Unreachable: map[string]error{}}
-	if err := c.raft.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
+	if err := c.wait(c.raft.Barrier(c.cfg.ApplyTimeout)); err != nil {
 		return plan, fmt.Errorf("%w: barrier: %v", ErrUnavailable, err)
 	}
 	seen := map[string]int{} // GID → index in plan.Actions
@@ -416,7 +416,7 @@ func (c *Coordinator) RecoveryPass(ctx context.Context, dryRun bool) (RecoveryPl
 			// may roll back a branch with no decision in its log (a deposed
 			// leader's log may lack a newer leader's decision; invariant 5).
 			// Every branch in the plan was listed before this check.
-			if err := c.raft.VerifyLeader().Error(); err != nil {
+			if err := c.wait(c.raft.VerifyLeader()); err != nil {
 				return plan, fmt.Errorf("%w: verify leader before presumed abort: %v", errNotLeading, err)
 			}
 			verified = true
@@ -468,7 +468,7 @@ func (c *Coordinator) RecoveryPass(ctx context.Context, dryRun bool) (RecoveryPl
 	}
 	if len(done) > 0 {
 		f := c.raft.Apply(wal.Command{Type: wal.CmdDone, TxIDs: done, AtMs: c.now().UnixMilli()}.Encode(), c.cfg.ApplyTimeout)
-		if err := f.Error(); err != nil {
+		if err := c.wait(f); err != nil {
 			errs = append(errs, fmt.Errorf("mark done: %w", err))
 		}
 	}
@@ -514,7 +514,7 @@ func (c *Coordinator) forgetOld() {
 			ids[i] = r.TxID
 		}
 		f := c.raft.Apply(wal.Command{Type: wal.CmdForget, TxIDs: ids}.Encode(), c.cfg.ApplyTimeout)
-		if err := f.Error(); err != nil {
+		if err := c.wait(f); err != nil {
 			c.log.Warn("forget old decisions", "count", len(ids), "err", err)
 			return
 		}
