@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +77,10 @@ type link struct {
 	done     chan struct{}
 	once     sync.Once
 	mu       sync.Mutex
+	// mute drops everything the server sends from now on (set before a
+	// reset-after trigger forwards its chunk, so the answer cannot slip
+	// through before the client side is reset).
+	mute atomic.Bool
 }
 
 // NewProxy listens on listen ("127.0.0.1:0" picks a port) and forwards to
@@ -328,9 +333,13 @@ func (p *Proxy) pipe(l *link, src, dst net.Conn, fromClient bool) {
 					return
 				}
 			}
+			if !fromClient && l.mute.Load() {
+				return
+			}
 			if fromClient {
 				if t := p.match(buf[:n]); t != nil {
 					if t.after {
+						l.mute.Store(true)
 						dst.Write(buf[:n])
 						l.resetClientKeepUpstream()
 					} else {

@@ -118,6 +118,18 @@ func roundTrip(c net.Conn, r *bufio.Reader, line string, d time.Duration) (strin
 	return strings.TrimSuffix(s, "\n"), err
 }
 
+// refused reports whether a connection to addr fails: the proxy resets it
+// at once, which the dial itself may already see.
+func refused(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return true
+	}
+	defer c.Close()
+	_, err = roundTrip(c, bufio.NewReader(c), "x", 2*time.Second)
+	return err != nil
+}
+
 func TestProxyForwards(t *testing.T) {
 	noLeak(t)
 	s := newEchoServer(t)
@@ -198,8 +210,7 @@ func TestProxyResetAndRefuse(t *testing.T) {
 		t.Fatal("a reset connection still works")
 	}
 	p.SetRule("", Rule{Refuse: true})
-	c2, r2 := dialLine(t, p.Addr())
-	if _, err := roundTrip(c2, r2, "refused", 2*time.Second); err == nil {
+	if !refused(p.Addr()) {
 		t.Fatal("a refused connection works")
 	}
 	p.Heal()
@@ -257,8 +268,7 @@ func TestProxyTargetDown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	p := newTestProxy(t, addr, nil)
-	c, r := dialLine(t, p.Addr())
-	if _, err := roundTrip(c, r, "x", 2*time.Second); err == nil {
+	if !refused(p.Addr()) {
 		t.Fatal("a proxy to a closed port answered")
 	}
 }
