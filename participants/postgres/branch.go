@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,15 @@ type branch struct {
 	began   bool          // BEGIN has been sent
 	state   branchState
 	failure error // the Execute error that failed the branch
+	// mayWrite: a statement answered with a command tag other than
+	// SELECT (INSERT, UPDATE, DELETE, MERGE, DDL...): the branch most
+	// likely has an xid, so Prepare sends the marker and PREPARE
+	// TRANSACTION together (see preparePipelined).
+	mayWrite bool
+	// queue holds the statements of a one-shot run (Queue), sent with
+	// Prepare or CommitOnePhase; results holds their results once sent.
+	queue   []stmt
+	results []participants.Result
 }
 
 var _ participants.Branch = (*branch)(nil)
@@ -72,27 +82,48 @@ func (b *branch) Execute(ctx context.Context, op participants.Operation) (partic
 	return res, nil
 }
 
-func (b *branch) execute(ctx context.Context, op participants.Operation) (participants.Result, error) {
+// stmt is a checked statement: SQL and its arguments converted for pgx.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// check validates op for execution in the branch: kind, size, statements
+// that cannot be prepared (CheckStatement), argument types.
+func (b *branch) check(op participants.Operation) (stmt, error) {
 	p := b.p
 	if op.Kind != participants.OpSQL {
-		return participants.Result{}, b.errorf("execute", "operation kind %s: the postgres participant runs SQL only: %w",
+		return stmt{}, b.errorf("execute", "operation kind %s: the postgres participant runs SQL only: %w",
 			op.Kind, participants.ErrUnsupported)
 	}
 	if len(op.SQL) > p.cfg.MaxStatementBytes {
-		return participants.Result{}, b.errorf("execute", "SQL is %d bytes, more than MaxStatementBytes=%d: %w",
+		return stmt{}, b.errorf("execute", "SQL is %d bytes, more than MaxStatementBytes=%d: %w",
 			len(op.SQL), p.cfg.MaxStatementBytes, participants.ErrBadOperation)
 	}
-	if err := CheckStatement(op.SQL); err != nil {
-		return participants.Result{}, b.errorf("execute", "%w", err)
+	if err := p.checkStatement(op.SQL); err != nil {
+		return stmt{}, b.errorf("execute", "%w", err)
 	}
 	args := make([]any, len(op.Args))
 	for i, a := range op.Args {
 		v, err := argValue(a)
 		if err != nil {
-			return participants.Result{}, b.errorf("execute", "args[%d]: %w", i, err)
+			return stmt{}, b.errorf("execute", "args[%d]: %w", i, err)
 		}
 		args[i] = v
 	}
+	return stmt{sql: op.SQL, args: args}, nil
+}
+
+func (b *branch) execute(ctx context.Context, op participants.Operation) (participants.Result, error) {
+	p := b.p
+	if len(b.queue) > 0 {
+		panic("postgres: Execute on a branch with queued operations (Queue is for one-shot runs: only Prepare, CommitOnePhase or Rollback may follow)")
+	}
+	st, err := b.check(op)
+	if err != nil {
+		return participants.Result{}, err
+	}
+	args := st.args
 	if b.deadlinePassed() {
 		return participants.Result{}, b.errorf("execute", "branch deadline %s passed: %w",
 			b.opts.Deadline.Format(time.RFC3339Nano), context.DeadlineExceeded)
@@ -101,7 +132,6 @@ func (b *branch) execute(ctx context.Context, op participants.Operation) (partic
 	defer cancel()
 
 	var res participants.Result
-	var err error
 	if !b.began {
 		// BEGIN and the first statement in one round trip.
 		batch := &pgx.Batch{}
@@ -112,7 +142,7 @@ func (b *branch) execute(ctx context.Context, op participants.Operation) (partic
 			b.began = true
 			var rows pgx.Rows
 			if rows, err = br.Query(); err == nil {
-				res, err = readRows(rows, p.cfg.MaxResultRows)
+				res, err = b.readRows(rows)
 			} else {
 				rows.Close()
 			}
@@ -123,13 +153,160 @@ func (b *branch) execute(ctx context.Context, op participants.Operation) (partic
 	} else {
 		var rows pgx.Rows
 		if rows, err = b.conn.Query(ctx, op.SQL, args...); err == nil {
-			res, err = readRows(rows, p.cfg.MaxResultRows)
+			res, err = b.readRows(rows)
 		}
 	}
 	if err != nil {
 		return participants.Result{}, b.executeError(err)
 	}
 	return res, nil
+}
+
+// Queue checks op and keeps it, to be sent with the branch's Prepare or
+// CommitOnePhase in the same round trip: BEGIN, the queued statements, then
+// the marker insert and PREPARE TRANSACTION, or COMMIT. It is for one-shot
+// runs, whose results are needed only after the commit; QueuedResults
+// returns them, in order, once Prepare voted YES or READ_ONLY or
+// CommitOnePhase succeeded. An op that fails the checks of Execute fails
+// the branch at once, with the same error. A queued statement that fails
+// when sent is a definite NO vote (or a failed one-phase commit) whose
+// error wraps the statement's, classified as Execute classifies it; a
+// connection lost after sending is ambiguous, as for PREPARE. After Queue,
+// only Prepare, CommitOnePhase and Rollback may be called (Execute panics).
+// The caller bounds the number of queued operations (its statement limit).
+func (b *branch) Queue(op participants.Operation) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable("queue"); err != nil {
+		return err
+	}
+	st, err := b.check(op)
+	if err != nil {
+		b.state = stateFailed
+		b.failure = err
+		b.rollbackAndRelease()
+		return err
+	}
+	b.queue = append(b.queue, st)
+	return nil
+}
+
+// QueuedResults returns the results of the queued operations (see Queue):
+// nil before they were sent or when they failed.
+func (b *branch) QueuedResults() []participants.Result {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.results
+}
+
+// queueStatements adds BEGIN (unless sent) and the queued statements to
+// batch, and reports whether BEGIN is in it.
+func (b *branch) queueStatements(batch *pgx.Batch) (begin bool) {
+	begin = !b.began
+	if begin {
+		batch.Queue(b.begin)
+	}
+	for _, st := range b.queue {
+		batch.Queue(st.sql, st.args...)
+	}
+	return begin
+}
+
+// readQueued reads the results of BEGIN (when sent) and of the queued
+// statements from br. On error it returns the index of the failing
+// statement (-1 for BEGIN) and the unclassified error.
+func (b *branch) readQueued(br pgx.BatchResults, begin bool) ([]participants.Result, int, error) {
+	if begin {
+		if _, err := br.Exec(); err != nil {
+			return nil, -1, err
+		}
+		b.began = true
+	}
+	results := make([]participants.Result, 0, len(b.queue))
+	for i := range b.queue {
+		rows, err := br.Query()
+		if err != nil {
+			rows.Close()
+			return nil, i, err
+		}
+		res, err := b.readRows(rows)
+		if err != nil {
+			return nil, i, err
+		}
+		results = append(results, res)
+	}
+	return results, 0, nil
+}
+
+// sendQueue sends BEGIN (unless sent) and the queued statements in one
+// round trip and keeps their results. On failure the branch is rolled back
+// and done, and the error is a definite NO vote.
+func (b *branch) sendQueue(ctx context.Context) error {
+	batch := &pgx.Batch{}
+	begin := b.queueStatements(batch)
+	br := b.conn.SendBatch(ctx, batch)
+	results, i, err := b.readQueued(br, begin)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		serr := b.executeError(err)
+		b.state = stateDone
+		b.rollbackAndRelease()
+		return b.errorf("prepare", "%s: %w: %w", queuedWhat(i), participants.ErrVoteNo, serr)
+	}
+	b.results = results
+	return nil
+}
+
+// queuedWrite reports whether a queued statement may write: any that does
+// not start with SELECT (a SELECT calling a writing function is found by
+// the marker insert, which then finds an xid).
+func queuedWrite(q []stmt) bool {
+	for _, st := range q {
+		if !startsWithSelect(st.sql) {
+			return true
+		}
+	}
+	return false
+}
+
+// startsWithSelect reports whether sql's first keyword is SELECT, after
+// whitespace, comments and opening parentheses (without lexing the rest).
+func startsWithSelect(sql string) bool {
+	for i := 0; i < len(sql); {
+		switch c := sql[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == '(':
+			i++
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			toks := lexSQL(sql[i:]) // nested comments: let the lexer skip them
+			return len(toks) > 0 && toks[0].word == "select"
+		default:
+			return len(sql)-i >= 6 && strings.EqualFold(sql[i:i+6], "select") &&
+				(len(sql)-i == 6 || !isIdentPart(sql[i+6]))
+		}
+	}
+	return false
+}
+
+func queuedWhat(i int) string {
+	if i < 0 {
+		return "BEGIN"
+	}
+	return fmt.Sprintf("queued statement %d", i)
+}
+
+// phaseTimeout bounds Prepare and CommitOnePhase: PhaseTimeout, plus the
+// statement timeout when queued statements go with them.
+func (b *branch) phaseTimeout() time.Duration {
+	if len(b.queue) == 0 {
+		return b.p.cfg.PhaseTimeout
+	}
+	return b.p.cfg.PhaseTimeout + b.p.cfg.StatementTimeout + clientGrace
 }
 
 // executeError classifies an error from running a statement.
@@ -145,6 +322,15 @@ func (b *branch) executeError(err error) error {
 		return b.errorf("execute", "%w", err)
 	}
 	return b.errorf("execute", "%w: %w", r, err)
+}
+
+// readRows reads a statement's result and notes whether it may have written.
+func (b *branch) readRows(rows pgx.Rows) (participants.Result, error) {
+	res, err := readRows(rows, b.p.cfg.MaxResultRows)
+	if err == nil && !rows.CommandTag().Select() {
+		b.mayWrite = true
+	}
+	return res, err
 }
 
 func readRows(rows pgx.Rows, limit int) (participants.Result, error) {
@@ -211,7 +397,7 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 		b.rollbackAndRelease()
 		return participants.VoteNo, b.errorf("prepare", "branch failed earlier: %w: %w", participants.ErrVoteNo, b.failure)
 	}
-	if !b.began {
+	if !b.began && len(b.queue) == 0 {
 		b.release()
 		b.state = stateDone
 		return participants.VoteReadOnly, nil
@@ -222,8 +408,17 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 		return participants.VoteNo, b.errorf("prepare", "branch deadline passed: %w: %w",
 			participants.ErrVoteNo, context.DeadlineExceeded)
 	}
-	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, b.opts.Deadline)
+	ctx, cancel := p.opContext(ctx, b.phaseTimeout(), b.opts.Deadline)
 	defer cancel()
+	if p.marker != "" && (b.mayWrite || queuedWrite(b.queue)) {
+		return b.preparePipelined(ctx)
+	}
+	if len(b.queue) > 0 {
+		// Queued reads: send them (one round trip), then decide as below.
+		if err := b.sendQueue(ctx); err != nil {
+			return participants.VoteNo, err
+		}
+	}
 
 	// Step 1: record the GID (marker) or read the xid. PREPARE has not been
 	// sent, so any failure here is a definite NO.
@@ -295,6 +490,117 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 		participants.ErrAmbiguous, err)
 }
 
+// preparePipelined is Prepare for a branch that most likely wrote: the
+// marker insert and PREPARE TRANSACTION go in one round trip (one pipeline
+// of unnamed extended-protocol statements and one Sync, in exec mode, so no
+// statement is cached). The server skips everything after a failing
+// statement up to the Sync, so:
+//   - the marker insert failed with a server error: PREPARE did not run,
+//     a definite NO (a unique violation means the GID has an abort
+//     tombstone, or was reused);
+//   - PREPARE failed with a server error: a definite NO;
+//   - the connection failed after the pipeline may have been sent: the
+//     branch may be prepared, NO with ErrAmbiguous, as in Prepare;
+//   - the insert found no xid (the statements wrote nothing, e.g. an
+//     UPDATE that matched no row), yet PREPARE prepared the transaction: it
+//     is rolled back at once by GID and the vote is READ_ONLY. A prepared
+//     branch without a marker must never vote YES: a retried COMMIT PREPARED
+//     could not tell it committed. If that rollback fails, the vote is NO
+//     with ErrAmbiguous, so the caller rolls it back by GID.
+//
+// The caller holds b.mu and has checked the branch's state and deadline.
+func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error) {
+	p := b.p
+	pid := b.conn.Conn().PgConn().PID()
+	if k := p.cfg.Knobs; k != nil && k.BeforePrepareTransaction != nil {
+		k.BeforePrepareTransaction(b.gid, pid)
+	}
+	batch := &pgx.Batch{}
+	begin := b.queueStatements(batch)
+	batch.Queue(p.markerInsertSQL, b.gid)
+	batch.Queue("PREPARE TRANSACTION " + quoteLiteral(b.gid))
+	br := b.conn.SendBatch(ctx, batch)
+	results, i, err := b.readQueued(br, begin)
+	if err != nil {
+		br.Close()
+		b.state = stateDone
+		if definiteServerError(err) || pgconn.SafeToRetry(err) {
+			// The statement failed at the server (the rest, PREPARE
+			// included, was skipped), or nothing was sent.
+			serr := b.executeError(err)
+			b.rollbackAndRelease()
+			return participants.VoteNo, b.errorf("prepare", "%s: %w: %w", queuedWhat(i), participants.ErrVoteNo, serr)
+		}
+		b.release()
+		return participants.VoteNo, b.ambiguous(pid, err)
+	}
+	var xid string
+	hasXID := true
+	markerErr := br.QueryRow().Scan(&xid)
+	if errors.Is(markerErr, pgx.ErrNoRows) {
+		markerErr, hasXID = nil, false
+	}
+	var tag pgconn.CommandTag
+	var prepErr error
+	if markerErr == nil {
+		tag, prepErr = br.Exec()
+	}
+	closeErr := br.Close()
+	if markerErr == nil && prepErr == nil && closeErr != nil && tag.String() != "PREPARE TRANSACTION" {
+		prepErr = closeErr
+	}
+
+	if markerErr != nil {
+		b.state = stateDone
+		switch {
+		case definiteServerError(markerErr) && hasCode(markerErr, codeUniqueViolation):
+			b.rollbackAndRelease()
+			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (rolled back by RollbackPrepared, or reused): %w: %w",
+				participants.ErrVoteNo, markerErr)
+		case definiteServerError(markerErr), pgconn.SafeToRetry(markerErr):
+			// The server refused the insert (PREPARE was skipped), or
+			// nothing was sent.
+			b.rollbackAndRelease()
+			return participants.VoteNo, b.voteNo("record marker", markerErr)
+		}
+		b.release()
+		return participants.VoteNo, b.ambiguous(pid, markerErr)
+	}
+	b.state = stateDone
+	b.release()
+	switch {
+	case prepErr == nil && tag.String() == "PREPARE TRANSACTION" && hasXID:
+		b.state = statePrepared
+		b.results = results
+		p.log.Debug("prepared branch", slog.String("gid", b.gid), slog.String("xid", xid))
+		return participants.VoteYes, nil
+	case prepErr == nil && tag.String() == "PREPARE TRANSACTION":
+		// Prepared without a marker: it wrote nothing. Undo it by GID.
+		if err := p.RollbackPrepared(ctx, b.gid); err != nil {
+			return participants.VoteNo, b.errorf("prepare",
+				"a branch that wrote nothing was prepared and could not be rolled back; roll it back by GID: %w: %w",
+				participants.ErrAmbiguous, err)
+		}
+		b.results = results
+		return participants.VoteReadOnly, nil
+	case prepErr == nil:
+		// PREPARE of an aborted transaction answers ROLLBACK.
+		return participants.VoteNo, b.errorf("prepare", "the transaction was already aborted (%s): %w", tag, participants.ErrVoteNo)
+	case definiteServerError(prepErr), pgconn.SafeToRetry(prepErr):
+		return participants.VoteNo, b.voteNo("prepare transaction", prepErr)
+	}
+	return participants.VoteNo, b.ambiguous(pid, prepErr)
+}
+
+// ambiguous is the error of a PREPARE TRANSACTION whose outcome is unknown.
+func (b *branch) ambiguous(pid uint32, err error) error {
+	b.p.log.Warn("connection lost during PREPARE TRANSACTION; the branch may be prepared",
+		slog.String("gid", b.gid), slog.Uint64("backend_pid", uint64(pid)), slog.Any("err", err))
+	return b.errorf("prepare",
+		"connection lost during PREPARE TRANSACTION, the branch may or may not be prepared; roll it back by GID: %w: %w",
+		participants.ErrAmbiguous, err)
+}
+
 // voteNo wraps a definite failure at prepare: ErrVoteNo, plus ErrConstraint,
 // ErrConflict or ErrUnavailable where the cause says so.
 func (b *branch) voteNo(step string, err error) error {
@@ -323,7 +629,7 @@ func (b *branch) CommitOnePhase(ctx context.Context) error {
 		return b.errorf("commit", "%w: %w", participants.ErrBranchFailed, b.failure)
 	}
 	b.state = stateDone
-	if !b.began {
+	if !b.began && len(b.queue) == 0 {
 		b.release()
 		return nil
 	}
@@ -331,13 +637,44 @@ func (b *branch) CommitOnePhase(ctx context.Context) error {
 		b.rollbackAndRelease()
 		return b.errorf("commit", "branch deadline passed, rolled back: %w", context.DeadlineExceeded)
 	}
-	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, b.opts.Deadline)
+	ctx, cancel := p.opContext(ctx, b.phaseTimeout(), b.opts.Deadline)
 	defer cancel()
 	pid := b.conn.Conn().PgConn().PID()
 	if k := p.cfg.Knobs; k != nil && k.BeforeCommit != nil {
 		k.BeforeCommit(b.gid, pid)
 	}
-	tag, err := b.conn.Exec(ctx, "COMMIT")
+	var tag pgconn.CommandTag
+	var err error
+	if len(b.queue) == 0 {
+		tag, err = b.conn.Exec(ctx, "COMMIT")
+	} else {
+		// BEGIN, the queued statements and COMMIT in one round trip.
+		batch := &pgx.Batch{}
+		begin := b.queueStatements(batch)
+		batch.Queue("COMMIT")
+		br := b.conn.SendBatch(ctx, batch)
+		results, i, qerr := b.readQueued(br, begin)
+		if qerr != nil {
+			br.Close()
+			if definiteServerError(qerr) || pgconn.SafeToRetry(qerr) {
+				// COMMIT was skipped (or nothing was sent).
+				serr := b.executeError(qerr)
+				b.rollbackAndRelease()
+				return b.errorf("commit", "%s, rolled back: %w", queuedWhat(i), serr)
+			}
+			b.release()
+			p.log.Warn("connection lost during a one-phase commit; outcome unknown",
+				slog.String("gid", b.gid), slog.Uint64("backend_pid", uint64(pid)), slog.Any("err", qerr))
+			return b.errorf("commit", "connection lost during BEGIN ... COMMIT: %w: %w", participants.ErrAmbiguous, qerr)
+		}
+		tag, err = br.Exec()
+		if cerr := br.Close(); err == nil && cerr != nil && tag.String() != "COMMIT" {
+			err = cerr
+		}
+		if err == nil {
+			b.results = results
+		}
+	}
 	b.release()
 	switch {
 	case err == nil && tag.String() == "COMMIT":

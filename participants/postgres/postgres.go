@@ -78,10 +78,22 @@ const clientGrace = 2 * time.Second
 // transactions. It is safe for concurrent use. Prepared branches live in
 // the database and survive Close and process restarts.
 type Participant struct {
-	cfg    Config
-	log    *slog.Logger
-	pool   *pgxpool.Pool
+	cfg  Config
+	log  *slog.Logger
+	pool *pgxpool.Pool // branches (and start-up checks)
+	// phase is the pool of phase two, InDoubt and marker collection: they
+	// never wait for a connection behind open branches, which clients hold
+	// (and which may be waiting for a commit slot).
+	phase  *pgxpool.Pool
 	marker string // schema-qualified marker table, "" when disabled
+
+	// commitSlots bounds two-phase transactions in flight (EnterCommit);
+	// nil when MaxCommitting is 0.
+	commitSlots chan struct{}
+
+	// checked caches CheckStatement verdicts (checkStatement).
+	checkMu sync.Mutex
+	checked map[string]error
 
 	// lifetime is canceled by Close: in-flight branch operations abort and
 	// the marker collector stops.
@@ -145,16 +157,27 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Participant, e
 	if err != nil {
 		return nil, fmt.Errorf("postgres participant %s: create pool: %w: %w", cfg.Name, participants.ErrUnavailable, err)
 	}
+	ppc := pc.Copy()
+	ppc.MaxConns = cfg.PhaseConns
+	ppc.MinConns = min(2, cfg.PhaseConns)
+	ppc.ConnConfig.RuntimeParams["application_name"] = pc.ConnConfig.RuntimeParams["application_name"] + "-phase2"
+	phase, err := pgxpool.NewWithConfig(ctx, ppc)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres participant %s: create phase-two pool: %w: %w", cfg.Name, participants.ErrUnavailable, err)
+	}
 	lifetime, stop := context.WithCancel(context.Background())
 	p := &Participant{
 		cfg:      cfg,
 		log:      logger,
 		pool:     pool,
+		phase:    phase,
 		lifetime: lifetime,
 		stop:     stop,
 		gcDone:   make(chan struct{}),
 		branches: map[*branch]struct{}{},
 		xids:     newXIDMemo(xidMemoSize),
+		checked:  map[string]error{},
 	}
 	mpt, err := p.checkServer(ctx)
 	if err == nil && cfg.MarkerTable != "" {
@@ -163,7 +186,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Participant, e
 	if err != nil {
 		stop()
 		pool.Close()
+		phase.Close()
 		return nil, err
+	}
+	if cfg.MaxCommitting > 0 {
+		p.commitSlots = make(chan struct{}, cfg.MaxCommitting)
 	}
 	if mpt < int(cfg.MaxConns) {
 		logger.Warn("max_prepared_transactions is below MaxConns: prepares beyond it vote NO",
@@ -257,6 +284,39 @@ func (p *Participant) ensureMarkerTable(ctx context.Context) error {
 	return nil
 }
 
+// EnterCommit takes one of MaxCommitting slots for a two-phase transaction
+// (admission control: the coordinator holds it from before the branch
+// prepares until its COMMIT or ROLLBACK PREPARED is acknowledged),
+// waiting in arrival order until one is free, ctx ends or the participant
+// closes. With MaxCommitting 0 it returns at once. Every nil return must
+// be matched by one LeaveCommit.
+func (p *Participant) EnterCommit(ctx context.Context) error {
+	if p.commitSlots == nil {
+		return nil
+	}
+	select {
+	case p.commitSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case p.commitSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("postgres %s: %d two-phase transactions in flight (MaxCommitting): %w",
+			p.cfg.Name, p.cfg.MaxCommitting, ctx.Err())
+	case <-p.lifetime.Done():
+		return p.closedError()
+	}
+}
+
+// LeaveCommit gives back a slot taken by EnterCommit.
+func (p *Participant) LeaveCommit() {
+	if p.commitSlots != nil {
+		<-p.commitSlots
+	}
+}
+
 // Name is the configured participant name.
 func (p *Participant) Name() string { return p.cfg.Name }
 
@@ -343,7 +403,7 @@ func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
 	}
 	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "COMMIT PREPARED "+quoteLiteral(gid))
+	_, err := p.phase.Exec(ctx, "COMMIT PREPARED "+quoteLiteral(gid))
 	switch {
 	case err == nil:
 		p.log.Debug("committed prepared branch", slog.String("gid", gid))
@@ -358,7 +418,7 @@ func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
 func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) error {
 	if p.marker != "" {
 		var outcome string
-		err := p.pool.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+		err := p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
 		switch {
 		case err == nil && outcome == "c":
 			p.log.Debug("prepared branch was already committed (marker)", slog.String("gid", gid))
@@ -383,7 +443,7 @@ func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) err
 			"this process cannot tell whether it committed: %w", p.cfg.Name, gid, participants.ErrNotPrepared)
 	}
 	var status *string
-	err := p.pool.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatUint(xid, 10)).Scan(&status)
+	err := p.phase.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatUint(xid, 10)).Scan(&status)
 	if err != nil {
 		return fmt.Errorf("postgres %s: commit prepared %s: 42704, then pg_xact_status(%d): %w: %w",
 			p.cfg.Name, gid, xid, participants.ErrUnavailable, err)
@@ -424,7 +484,7 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	}
 	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
 	defer cancel()
-	_, err := p.pool.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
+	_, err := p.phase.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid))
 	switch {
 	case err == nil:
 		p.log.Debug("rolled back prepared branch", slog.String("gid", gid))
@@ -434,7 +494,7 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	case p.marker == "":
 		return nil
 	}
-	tag, err := p.pool.Exec(ctx, `INSERT INTO `+p.marker+` (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING`, gid)
+	tag, err := p.phase.Exec(ctx, `INSERT INTO `+p.marker+` (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING`, gid)
 	if err != nil {
 		return p.phaseTwoError("rollback prepared (abort tombstone)", gid, err)
 	}
@@ -442,7 +502,7 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 		return nil
 	}
 	var outcome string
-	err = p.pool.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+	err = p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
 	switch {
 	case err == nil && outcome == "c":
 		p.log.Error("rollback of a committed branch refused", slog.String("gid", gid))
@@ -477,7 +537,7 @@ func (p *Participant) InDoubt(ctx context.Context, prefix string) ([]participant
 	}
 	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
 	defer cancel()
-	rows, err := p.pool.Query(ctx, `SELECT gid, prepared, transaction::text, pg_snapshot_xmax(pg_current_snapshot())::text
+	rows, err := p.phase.Query(ctx, `SELECT gid, prepared, transaction::text, pg_snapshot_xmax(pg_current_snapshot())::text
 		FROM pg_prepared_xacts
 		WHERE database = current_database() AND owner = current_user AND gid LIKE $1 ESCAPE '\'
 		ORDER BY prepared, gid`, likePrefixPattern(prefix))
@@ -552,6 +612,7 @@ func (p *Participant) Close() error {
 	}
 	<-p.gcDone
 	p.pool.Close()
+	p.phase.Close()
 	p.log.Info("postgres participant closed", slog.Int("abandoned_branches", len(open)))
 	return nil
 }
@@ -578,15 +639,44 @@ func (p *Participant) forget(b *branch) {
 // opContext bounds ctx by timeout, by deadline when set, and by the
 // participant's lifetime.
 func (p *Participant) opContext(ctx context.Context, timeout time.Duration, deadline time.Time) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	if !deadline.IsZero() {
-		var cancel2 context.CancelFunc
-		ctx, cancel2 = context.WithDeadline(ctx, deadline)
-		prev := cancel
-		cancel = func() { cancel2(); prev() }
+	d := time.Now().Add(timeout)
+	if !deadline.IsZero() && deadline.Before(d) {
+		d = deadline
 	}
+	ctx, cancel := context.WithDeadline(ctx, d)
 	stop := context.AfterFunc(p.lifetime, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// checkCacheSize and checkCacheMaxLen bound the cache of CheckStatement
+// verdicts: at most checkCacheSize texts of at most checkCacheMaxLen bytes
+// (4 MiB); when full it is emptied.
+const (
+	checkCacheSize   = 1024
+	checkCacheMaxLen = 4096
+)
+
+// checkStatement is CheckStatement with a cache: the verdict depends on the
+// text alone, and services send the same statements again and again, so
+// they are lexed once.
+func (p *Participant) checkStatement(sql string) error {
+	if len(sql) > checkCacheMaxLen {
+		return CheckStatement(sql)
+	}
+	p.checkMu.Lock()
+	err, ok := p.checked[sql]
+	p.checkMu.Unlock()
+	if ok {
+		return err
+	}
+	err = CheckStatement(sql)
+	p.checkMu.Lock()
+	if len(p.checked) >= checkCacheSize {
+		clear(p.checked)
+	}
+	p.checked[sql] = err
+	p.checkMu.Unlock()
+	return err
 }
 
 // collectMarkers deletes markers and tombstones older than MarkerRetention,
@@ -604,7 +694,7 @@ func (p *Participant) collectMarkers() {
 		case <-t.C:
 		}
 		ctx, cancel := p.opContext(p.lifetime, p.cfg.PhaseTimeout, time.Time{})
-		tag, err := p.pool.Exec(ctx, del, p.cfg.MarkerRetention.Seconds())
+		tag, err := p.phase.Exec(ctx, del, p.cfg.MarkerRetention.Seconds())
 		cancel()
 		switch {
 		case err != nil && p.lifetime.Err() == nil:

@@ -1017,3 +1017,335 @@ func TestRollbackOfCommittedIsRefused(t *testing.T) {
 		t.Fatalf("CommitPrepared after the refused rollback: %v", err)
 	}
 }
+
+// TestPipelinedPrepare: a branch that ran a writing statement sends its
+// marker and PREPARE TRANSACTION in one round trip. A write that touched no
+// row still votes READ_ONLY and leaves nothing prepared; a GID with an abort
+// tombstone votes NO; a deferred constraint failing at PREPARE votes NO.
+func TestPipelinedPrepare(t *testing.T) {
+	cfg := testConfig(testDSN(t))
+	h := newHarness(t, cfg)
+	p := openTest(t, cfg)
+	defer p.Close()
+
+	t.Run("WriteOfNoRowVotesReadOnly", func(t *testing.T) {
+		gid := testGID(t, "pipe-ro")
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Execute(bg(t), sqlOp(`UPDATE cf_kv SET v = 'x' WHERE k = $1`, "no-such-key-"+gid)); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteReadOnly || err != nil {
+			t.Fatalf("Prepare = %v, %v; want READ_ONLY", v, err)
+		}
+		if list, err := p.InDoubt(bg(t), gid); err != nil || len(list) != 0 {
+			t.Fatalf("InDoubt = %v, %v; want nothing prepared", list, err)
+		}
+	})
+	t.Run("WriteVotesYesAndCommits", func(t *testing.T) {
+		gid := testGID(t, "pipe-yes")
+		key := "pipe-" + gid
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Execute(bg(t), h.Write(key, "v1")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteYes || err != nil {
+			t.Fatalf("Prepare = %v, %v; want YES", v, err)
+		}
+		for range 2 { // the second is a retry: 42704 and the marker say committed
+			if err := p.CommitPrepared(bg(t), gid); err != nil {
+				t.Fatalf("CommitPrepared: %v", err)
+			}
+		}
+		if v, ok := h.Committed(t, key); !ok || v != "v1" {
+			t.Fatalf("committed value %q, %v", v, ok)
+		}
+	})
+	t.Run("TombstoneVotesNo", func(t *testing.T) {
+		gid := testGID(t, "pipe-tomb")
+		if err := p.RollbackPrepared(bg(t), gid); err != nil { // writes the abort tombstone
+			t.Fatal(err)
+		}
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := "pipe-" + gid
+		if _, err := b.Execute(bg(t), h.Write(key, "late")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
+			t.Fatalf("Prepare of a rolled-back GID = %v, %v; want NO", v, err)
+		}
+		if _, ok := h.Committed(t, key); ok {
+			t.Fatal("write of the NO branch is visible")
+		}
+		if list, _ := p.InDoubt(bg(t), gid); len(list) != 0 {
+			t.Fatalf("InDoubt = %v", list)
+		}
+	})
+	t.Run("DeferredConstraintVotesNo", func(t *testing.T) {
+		gid := testGID(t, "pipe-fk")
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Execute(bg(t), h.Violation("pipe-"+gid)); err != nil {
+			t.Fatal(err)
+		}
+		v, err := b.Prepare(bg(t))
+		if v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) || !errors.Is(err, participants.ErrConstraint) {
+			t.Fatalf("Prepare = %v, %v; want NO with ErrConstraint", v, err)
+		}
+		if list, _ := p.InDoubt(bg(t), gid); len(list) != 0 {
+			t.Fatalf("InDoubt = %v", list)
+		}
+	})
+}
+
+// queuer is the optional branch capability the coordinator uses for
+// one-shot runs.
+type queuer interface {
+	Queue(op participants.Operation) error
+	QueuedResults() []participants.Result
+}
+
+// TestQueue: statements queued on a branch go with Prepare or
+// CommitOnePhase in one round trip; their results come back afterwards;
+// a failing one is a definite NO (or a failed one-phase commit) with the
+// statement's classification.
+func TestQueue(t *testing.T) {
+	cfg := testConfig(testDSN(t))
+	h := newHarness(t, cfg)
+	p := openTest(t, cfg)
+	defer p.Close()
+	begin := func(t *testing.T, name string) (participants.Branch, queuer, string) {
+		t.Helper()
+		gid := testGID(t, name)
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, ok := b.(queuer)
+		if !ok {
+			t.Fatal("postgres branch does not queue")
+		}
+		return b, q, gid
+	}
+
+	t.Run("PrepareCommit", func(t *testing.T) {
+		b, q, gid := begin(t, "q-yes")
+		k1, k2 := "q1-"+gid, "q2-"+gid
+		for _, op := range []participants.Operation{h.Write(k1, "a"), h.Write(k2, "b"), h.Read(k1)} {
+			if err := q.Queue(op); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if res := q.QueuedResults(); res != nil {
+			t.Fatalf("results before prepare: %v", res)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteYes || err != nil {
+			t.Fatalf("Prepare = %v, %v", v, err)
+		}
+		res := q.QueuedResults()
+		if len(res) != 3 || res[0].RowsAffected != 1 || res[1].RowsAffected != 1 {
+			t.Fatalf("results %+v", res)
+		}
+		if v, ok := h.Value(t, res[2]); !ok || v != "a" {
+			t.Fatalf("read own write: %q, %v", v, ok)
+		}
+		if _, ok := h.Committed(t, k1); ok {
+			t.Fatal("visible before COMMIT PREPARED")
+		}
+		if err := p.CommitPrepared(bg(t), gid); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := h.Committed(t, k2); !ok || v != "b" {
+			t.Fatalf("committed %q, %v", v, ok)
+		}
+	})
+	t.Run("QueuedReadsVoteReadOnly", func(t *testing.T) {
+		b, q, _ := begin(t, "q-ro")
+		if err := q.Queue(sqlOp("SELECT 41 + 1 AS n")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteReadOnly || err != nil {
+			t.Fatalf("Prepare = %v, %v", v, err)
+		}
+		if res := q.QueuedResults(); len(res) != 1 || len(res[0].Rows) != 1 || res[0].Rows[0][0] != int64(42) {
+			t.Fatalf("results %+v", res)
+		}
+	})
+	t.Run("RefusedAtQueue", func(t *testing.T) {
+		b, q, _ := begin(t, "q-bad")
+		if err := q.Queue(sqlOp("LISTEN x")); !errors.Is(err, participants.ErrUnsupported) {
+			t.Fatalf("Queue(LISTEN) = %v", err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
+			t.Fatalf("Prepare after a refused statement = %v, %v", v, err)
+		}
+	})
+	t.Run("FailingStatementVotesNo", func(t *testing.T) {
+		for name, tc := range map[string]struct {
+			op   participants.Operation
+			want error
+		}{
+			"syntax":     {sqlOp("UPDATE no_such_table SET x = 1"), participants.ErrBadOperation},
+			"constraint": {h.Violation("q-fk"), participants.ErrConstraint}, // deferred: fails at PREPARE
+			"unique":     {sqlOp("INSERT INTO cf_kv (k, v) VALUES ('q-dup', 'a'), ('q-dup', 'b')"), participants.ErrConstraint},
+		} {
+			t.Run(name, func(t *testing.T) {
+				b, q, gid := begin(t, "q-no")
+				key := "qn-" + gid
+				if err := q.Queue(h.Write(key, "x")); err != nil {
+					t.Fatal(err)
+				}
+				if err := q.Queue(tc.op); err != nil {
+					t.Fatal(err)
+				}
+				v, err := b.Prepare(bg(t))
+				if v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) || !errors.Is(err, tc.want) || errors.Is(err, participants.ErrAmbiguous) {
+					t.Fatalf("Prepare = %v, %v; want a definite NO with %v", v, err, tc.want)
+				}
+				if _, ok := h.Committed(t, key); ok {
+					t.Fatal("write of a NO branch is visible")
+				}
+				if list, _ := p.InDoubt(bg(t), gid); len(list) != 0 {
+					t.Fatalf("InDoubt = %v", list)
+				}
+				if q.QueuedResults() != nil {
+					t.Fatal("results of a NO branch")
+				}
+			})
+		}
+	})
+	t.Run("OnePhase", func(t *testing.T) {
+		b, q, gid := begin(t, "q-1pc")
+		key := "q1pc-" + gid
+		if err := q.Queue(h.Write(key, "one")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CommitOnePhase(bg(t)); err != nil {
+			t.Fatal(err)
+		}
+		if res := q.QueuedResults(); len(res) != 1 || res[0].RowsAffected != 1 {
+			t.Fatalf("results %+v", res)
+		}
+		if v, ok := h.Committed(t, key); !ok || v != "one" {
+			t.Fatalf("committed %q, %v", v, ok)
+		}
+	})
+	t.Run("OnePhaseFailingStatement", func(t *testing.T) {
+		b, q, gid := begin(t, "q-1pc-no")
+		key := "q1pcn-" + gid
+		if err := q.Queue(h.Write(key, "x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Queue(sqlOp("INSERT INTO cf_kv (k, v) VALUES ($1, 'a'), ($1, 'b')", key+"-dup")); err != nil {
+			t.Fatal(err)
+		}
+		err := b.CommitOnePhase(bg(t))
+		if !errors.Is(err, participants.ErrConstraint) || errors.Is(err, participants.ErrAmbiguous) {
+			t.Fatalf("CommitOnePhase = %v; want a definite constraint failure", err)
+		}
+		if _, ok := h.Committed(t, key); ok {
+			t.Fatal("write of a failed one-phase commit is visible")
+		}
+	})
+	t.Run("ExecuteAfterQueuePanics", func(t *testing.T) {
+		b, q, _ := begin(t, "q-panic")
+		if err := q.Queue(sqlOp("SELECT 1")); err != nil {
+			t.Fatal(err)
+		}
+		defer b.Rollback(bg(t)) //nolint:errcheck // cleanup
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Execute after Queue did not panic")
+			}
+		}()
+		b.Execute(bg(t), sqlOp("SELECT 1")) //nolint:errcheck // panics
+	})
+}
+
+// TestQueueAmbiguous: a backend killed while the queued statements and
+// PREPARE (or COMMIT) are in flight is an unknown outcome, never a failure.
+func TestQueueAmbiguous(t *testing.T) {
+	cfg := testConfig(testDSN(t))
+	h := newHarness(t, cfg)
+	cfg.Knobs = &TestingKnobs{
+		BeforePrepareTransaction: func(gid string, pid uint32) { terminate(t, h.db, pid) },
+		BeforeCommit:             func(gid string, pid uint32) { terminate(t, h.db, pid) },
+	}
+	p := openTest(t, cfg)
+	defer p.Close()
+	gid := testGID(t, "q-amb")
+	b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.(queuer).Queue(h.Write("qa-"+gid, "x")); err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.Prepare(bg(t))
+	if v != participants.VoteNo || !errors.Is(err, participants.ErrAmbiguous) || errors.Is(err, participants.ErrVoteNo) {
+		t.Fatalf("Prepare with a killed backend = %v, %v; want NO with ErrAmbiguous only", v, err)
+	}
+	if err := p.RollbackPrepared(bg(t), gid); err != nil {
+		t.Fatal(err)
+	}
+	gid2 := testGID(t, "q-amb1pc")
+	b2, err := p.Begin(bg(t), gid2, participants.BranchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.(queuer).Queue(h.Write("qa-"+gid2, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.CommitOnePhase(bg(t)); !errors.Is(err, participants.ErrAmbiguous) {
+		t.Fatalf("CommitOnePhase with a killed backend = %v; want ErrAmbiguous", err)
+	}
+}
+
+func TestStartsWithSelect(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"SELECT 1":                         true,
+		"  select v from t":                true,
+		"(SELECT 1) UNION (SELECT 2)":      true,
+		"-- c\nSELECT 1":                   true,
+		"/* a /* nested */ */ select 1":    true,
+		"SELECTED":                         false,
+		"selectx()":                        false,
+		"UPDATE t SET v = 1":               false,
+		"WITH x AS (DELETE FROM t) SELECT": false,
+		"":                                 false,
+		"select":                           true,
+	} {
+		if got := startsWithSelect(sql); got != want {
+			t.Errorf("startsWithSelect(%q) = %v, want %v", sql, got, want)
+		}
+	}
+}
+
+// TestCheckStatementCache: cached verdicts equal CheckStatement's, and the
+// cache stays bounded.
+func TestCheckStatementCache(t *testing.T) {
+	p := &Participant{checked: map[string]error{}}
+	for range 2 {
+		for _, sql := range []string{"SELECT 1", "LISTEN x", "SET search_path = x", "BEGIN"} {
+			if got, want := p.checkStatement(sql), CheckStatement(sql); (got == nil) != (want == nil) {
+				t.Fatalf("%q: cached %v, direct %v", sql, got, want)
+			}
+		}
+	}
+	for i := range 3 * checkCacheSize {
+		p.checkStatement(fmt.Sprintf("SELECT %d", i))
+	}
+	if n := len(p.checked); n > checkCacheSize {
+		t.Fatalf("cache holds %d verdicts, bound %d", n, checkCacheSize)
+	}
+}

@@ -31,6 +31,10 @@ type Config struct {
 	// PoolSize is the most connections open at once; requests beyond it wait
 	// for a free connection (bounded by their context and CallTimeout).
 	PoolSize int
+	// MaxCommitting bounds the two-phase transactions in flight on this
+	// database (admission control; see Participant.EnterCommit); 0 means
+	// no bound.
+	MaxCommitting int
 	// MaxMessageBytes bounds one response frame from the server.
 	MaxMessageBytes int64
 
@@ -94,6 +98,7 @@ func DefaultConfig() Config {
 		CallTimeout:         5 * time.Second,
 		DialTimeout:         3 * time.Second,
 		PoolSize:            8,
+		MaxCommitting:       0,
 		MaxMessageBytes:     32 << 20,
 		LockTable:           "txc_lock",
 		IntentTable:         "txc_intent",
@@ -166,6 +171,9 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 || c.DialTimeout > time.Minute {
 		bad("DialTimeout", "%v must be in (0, 1m]", c.DialTimeout)
+	}
+	if c.MaxCommitting < 0 {
+		bad("MaxCommitting", "%d must not be negative (0 means no bound)", c.MaxCommitting)
 	}
 	if c.PoolSize < 1 || c.PoolSize > 256 {
 		bad("PoolSize", "%d must be in [1, 256]", c.PoolSize)

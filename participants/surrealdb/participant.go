@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -35,6 +36,12 @@ type Participant struct {
 	logger  *slog.Logger
 	pool    *pool
 	schemas *schemaCache
+
+	// commitSlots bounds two-phase transactions in flight (EnterCommit);
+	// nil when MaxCommitting is 0. closed ends waits at Close.
+	commitSlots chan struct{}
+	closed      chan struct{}
+	closeOnce   sync.Once
 }
 
 var _ participants.Participant = (*Participant)(nil)
@@ -61,6 +68,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Participant, e
 		logger:  logger,
 		pool:    newPool(cfg, enc, logger),
 		schemas: newSchemaCache(cfg.SchemaCacheTTL, cfg.now),
+		closed:  make(chan struct{}),
+	}
+	if cfg.MaxCommitting > 0 {
+		p.commitSlots = make(chan struct{}, cfg.MaxCommitting)
 	}
 	if err := p.bootstrap(ctx); err != nil {
 		p.pool.close()
@@ -79,8 +90,42 @@ func (p *Participant) Kind() participants.Kind { return participants.KindSurreal
 // Close closes the connections. Prepared branches (intents and locks in the
 // database) survive it. Branches still open fail on their next call.
 func (p *Participant) Close() error {
+	p.closeOnce.Do(func() { close(p.closed) })
 	p.pool.close()
 	return nil
+}
+
+// EnterCommit takes one of MaxCommitting slots for a two-phase transaction
+// (admission control: the coordinator holds it from before the branch
+// prepares until its commit or rollback is acknowledged), waiting in
+// arrival order until one is free, ctx ends or the participant closes.
+// With MaxCommitting 0 it returns at once. Every nil return must be
+// matched by one LeaveCommit.
+func (p *Participant) EnterCommit(ctx context.Context) error {
+	if p.commitSlots == nil {
+		return nil
+	}
+	select {
+	case p.commitSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case p.commitSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("surrealdb %s: %d two-phase transactions in flight (MaxCommitting): %w",
+			p.cfg.Name, p.cfg.MaxCommitting, ctx.Err())
+	case <-p.closed:
+		return fmt.Errorf("surrealdb %s: closed: %w", p.cfg.Name, participants.ErrUnavailable)
+	}
+}
+
+// LeaveCommit gives back a slot taken by EnterCommit.
+func (p *Participant) LeaveCommit() {
+	if p.commitSlots != nil {
+		<-p.commitSlots
+	}
 }
 
 func (p *Participant) bootstrap(ctx context.Context) error {
