@@ -25,6 +25,7 @@ const (
 	NLinkReset         = "link-reset"         // every node's connections to one participant reset, repeatedly
 	NResetCommitPrep   = "reset-commit-prepared"
 	NResetPrepare      = "reset-prepare"
+	NResetCommit       = "reset-commit" // the same for a one-phase COMMIT
 	NRestartPostgres   = "restart-postgres"  // immediate-mode stop (crash) while branches are prepared, then start
 	NRestartSurreal    = "restart-surrealdb" // SIGKILL the SurrealDB server while intents exist, then start
 	NFailpoint         = "failpoint"         // a follower restarted with a 2PC failpoint armed (kill@P), made leader
@@ -35,7 +36,7 @@ const (
 var AllNemeses = []string{
 	NKillLeader, NKillFollower, NPauseLeader,
 	NPartLeader, NPartMinority, NPartMajority, NPartRing, NPartOneWay,
-	NLinkBlackhole, NLinkDelay, NLinkReset, NResetCommitPrep, NResetPrepare,
+	NLinkBlackhole, NLinkDelay, NLinkReset, NResetCommitPrep, NResetPrepare, NResetCommit,
 	NRestartPostgres, NRestartSurreal, NFailpoint,
 }
 
@@ -236,10 +237,15 @@ func (r *Runner) inject(ctx context.Context, kind string, rng *rand.Rand, f *Fau
 		f.Target, f.Detail = "all->"+p, fmt.Sprintf("%d connections reset every %s for %s", resets, every.Round(time.Millisecond), hold.Round(time.Millisecond))
 		return nil
 
-	case NResetCommitPrep, NResetPrepare:
+	case NResetCommitPrep, NResetPrepare, NResetCommit:
 		pattern := "COMMIT PREPARED"
-		if kind == NResetPrepare {
+		switch kind {
+		case NResetPrepare:
 			pattern = "PREPARE TRANSACTION"
+		case NResetCommit:
+			// The one-phase COMMIT, as a simple query or in a batch's Parse
+			// message: the text ends with the protocol's NUL.
+			pattern = "COMMIT\x00"
 		}
 		after := rng.IntN(2) == 0
 		n := 1 + rng.IntN(3)
@@ -274,7 +280,7 @@ func (r *Runner) inject(ctx context.Context, kind string, rng *rand.Rand, f *Fau
 		if after {
 			when = "after forwarding (executed, answer lost)"
 		}
-		f.Target, f.Detail = "all->pg,pg-b", fmt.Sprintf("reset on %q %s: fired %d", pattern, when, fired)
+		f.Target, f.Detail = "all->pg,pg-b", fmt.Sprintf("reset on %q %s: fired %d", strings.TrimSuffix(pattern, "\x00"), when, fired)
 		return nil
 
 	case NRestartPostgres:

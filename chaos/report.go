@@ -47,7 +47,7 @@ type Report struct {
 
 	Anomalies       int            `json:"anomalies"`
 	AnomaliesByKind map[string]int `json:"anomalies_by_kind"`
-	AnomalyList     []Anomaly      `json:"anomaly_list"` // the first 200
+	AnomalyList     []Anomaly      `json:"anomaly_list"` // the first 50 of each kind
 
 	InDoubtLeft int     `json:"in_doubt_left"`
 	InDoubt     InDoubt `json:"in_doubt"`
@@ -64,7 +64,9 @@ type Report struct {
 	LogsDir     string `json:"logs_dir,omitempty"`
 }
 
-const maxListedAnomalies = 200
+// maxListedPerKind bounds the anomalies listed per kind in the report, so
+// that a flood of one kind does not hide a rare one.
+const maxListedPerKind = 50
 
 func newReport(o Options, ops []Operation, faults []Fault, anomalies []Anomaly, inDoubt InDoubt, digests []Digest,
 	el Elections, resolved ResolveStats, window time.Duration) *Report {
@@ -76,10 +78,12 @@ func newReport(o Options, ops []Operation, faults []Fault, anomalies []Anomaly, 
 		Anomalies: len(anomalies), AnomaliesByKind: CountAnomalies(anomalies),
 		InDoubtLeft: inDoubt.Total(), InDoubt: inDoubt, Elections: el, Digests: digests, Inject: o.Inject,
 	}
-	if len(anomalies) > maxListedAnomalies {
-		anomalies = anomalies[:maxListedAnomalies]
+	perKind := map[string]int{}
+	for _, a := range anomalies {
+		if perKind[a.Kind]++; perKind[a.Kind] <= maxListedPerKind {
+			rep.AnomalyList = append(rep.AnomalyList, a)
+		}
 	}
-	rep.AnomalyList = anomalies
 	var rec []int64
 	for _, f := range faults {
 		rep.FaultsByKind[f.Kind]++
@@ -194,12 +198,13 @@ func (r *Report) WriteSummary(w io.Writer) {
 	for _, k := range sortedKeys(r.AnomaliesByKind) {
 		p("  %-30s %d", k, r.AnomaliesByKind[k])
 	}
-	for i, a := range r.AnomalyList {
-		if i == 20 {
-			p("  ... (%d more in the JSON report)", len(r.AnomalyList)-20)
-			break
+	shown := map[string]int{}
+	for _, a := range r.AnomalyList {
+		if shown[a.Kind]++; shown[a.Kind] <= 5 {
+			p("  - %s", a)
+		} else if shown[a.Kind] == 6 {
+			p("  - ... (more %s in the JSON report)", a.Kind)
 		}
-		p("  - %s", a)
 	}
 	if r.HistoryPath != "" {
 		p("history: %s", r.HistoryPath)
