@@ -486,11 +486,11 @@ func (r *Runner) teardown() {
 // state and runs every checker.
 func (r *Runner) check(ctx context.Context, spec BankSpec, window time.Duration) *Report {
 	ops := Operations(r.hist.Events())
-	resolved := r.resolve(ctx, ops)
+	resolved, outcomes := r.resolve(ctx, ops)
 	r.logf("asked the coordinator about %d transaction ids of %d operations: unknown ones resolved %d committed, %d aborted, %d not within %s",
 		resolved.Asked, len(ops), resolved.UnknownCommitted, resolved.UnknownAborted, resolved.UnknownUnresolved, r.opts.ResolveBound)
 
-	inDoubt := r.settle(ctx, ops)
+	inDoubt := r.settle(ctx, outcomes)
 	r.logf("in doubt after settling: %d (pg prepared %d, surreal intents %d, locks %d, log not done %d, unreadable %d)",
 		inDoubt.Total(), inDoubt.PGPrepared, inDoubt.SurrealIntents, inDoubt.SurrealLocks, inDoubt.LogNotDone, inDoubt.Unreadable)
 	digests := r.digests(ctx)
@@ -549,7 +549,7 @@ type ResolveStats struct {
 // resolve asks the coordinator for the outcome of every transaction id in
 // the history and sets each operation's Status (waiting, within a bound,
 // for the ones it does not know yet).
-func (r *Runner) resolve(ctx context.Context, ops []Operation) ResolveStats {
+func (r *Runner) resolve(ctx context.Context, ops []Operation) (ResolveStats, map[string]Outcome) {
 	var ids []string
 	for _, o := range ops {
 		ids = append(ids, o.TxIDs()...)
@@ -624,7 +624,7 @@ func (r *Runner) resolve(ctx context.Context, ops []Operation) ResolveStats {
 			}
 		}
 	}
-	return st
+	return st, outcomes
 }
 
 // outcome asks for one txid until the answer is COMMITTED or ABORTED or
@@ -650,15 +650,17 @@ func (r *Runner) outcome(ctx context.Context, txid string, deadline time.Time) O
 }
 
 // settle waits, within SettleBound, until nothing of ours is in doubt:
-// no prepared PostgreSQL branch, no SurrealDB intent or lock, no decision
-// in the log that is not finished.
-func (r *Runner) settle(ctx context.Context, ops []Operation) InDoubt {
+// no prepared PostgreSQL branch, no SurrealDB intent or lock, no commit
+// decision in the log that is not finished (of the txids GetTransaction
+// said COMMITTED).
+func (r *Runner) settle(ctx context.Context, outcomes map[string]Outcome) InDoubt {
 	var committed []string
-	for _, o := range ops {
-		if o.Status == OutcomeCommitted {
-			committed = append(committed, o.TxIDs()...)
+	for id, o := range outcomes {
+		if o == OutcomeCommitted {
+			committed = append(committed, id)
 		}
 	}
+	sort.Strings(committed)
 	deadline := time.Now().Add(r.opts.SettleBound)
 	pending := committed
 	for {
