@@ -16,6 +16,7 @@ import (
 
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/security"
+	"github.com/txcoord/txcoord/tracing"
 	"gopkg.in/yaml.v3"
 )
 
@@ -113,6 +114,8 @@ type Config struct {
 	RaftTLS security.TLSFiles `yaml:"raft_tls"`
 	// Auth turns on access control: bearer tokens and per-client policy.
 	Auth security.AuthConfig `yaml:"auth"`
+	// Tracing exports OpenTelemetry spans to an OTLP collector (off by default).
+	Tracing tracing.Config `yaml:"tracing"`
 
 	// Failpoints (tests only): name → action ("kill"). Set by --failpoint.
 	Failpoints map[string]string `yaml:"-"`
@@ -221,6 +224,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port (e.g. 127.0.0.1:7480) or empty to turn it off", c.MetricsListen))
 		}
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.TLS.Validate("tls"); err != nil {
 		errs = append(errs, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/txcoord/txcoord/participants/surrealdb"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
+	"github.com/txcoord/txcoord/tracing"
 	"github.com/txcoord/txcoord/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -148,7 +149,23 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			p.Close()
 		}
 	}()
-	// Layers around each participant (outermost first): metrics.
+	// Layers around each participant, outermost first: metrics (times what
+	// the coordinator sees), tracing (a span per call), the adapter.
+	var tracer *tracing.Tracer
+	if cfg.Tracing.Enabled() {
+		if tracer, err = tracing.New(ctx, cfg.Tracing, cfg.NodeID); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tracer.Shutdown(sctx)
+		}()
+		for i, p := range parts {
+			parts[i] = tracer.Trace(p)
+		}
+		logger.Info("tracing", "otlp_endpoint", cfg.Tracing.OTLPEndpoint)
+	}
 	m := metrics.New()
 	for i, p := range parts {
 		parts[i] = m.Observe(p)
@@ -208,6 +225,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 
 	gopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20)}
+	if tracer != nil {
+		gopts = append(gopts, tracer.ServerOption())
+	}
 	if serverTLS != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.ServerConfig())))
 	}

@@ -139,3 +139,39 @@ type InDoubtBranch struct {
 	// Locks held, where the participant can tell (record ids for SurrealDB).
 	Locks []string
 }
+
+// CommitRecorder is an optional capability, found by type assertion (see
+// Capability): a participant that records every commit of a GID durably
+// and atomically with the commit itself — one-phase commits included — can
+// say whether a GID committed. The coordinator logs no decision for a
+// one-phase transaction, so this is how GetTransaction answers for one
+// after the node that ran it is gone.
+type CommitRecorder interface {
+	// Committed reports whether gid committed. false with a nil error means
+	// no commit of gid is recorded (it did not commit, or its record was
+	// garbage-collected after the adapter's retention).
+	Committed(ctx context.Context, gid string) (bool, error)
+}
+
+// Wrapper is implemented by layers around a participant (metrics...), so
+// capabilities of the adapter underneath stay reachable.
+type Wrapper interface {
+	Unwrap() Participant
+}
+
+// Capability finds an optional capability T on p or on the participants it
+// wraps.
+func Capability[T any](p Participant) (T, bool) {
+	for p != nil {
+		if c, ok := p.(T); ok {
+			return c, true
+		}
+		w, ok := p.(Wrapper)
+		if !ok {
+			break
+		}
+		p = w.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
