@@ -66,13 +66,14 @@ func main() {
 	fs.BoolVar(&cfg.Start, "start", false, "launch a coordinator cluster for the run (configs, logs and data in --work-dir)")
 	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "nodes of the --start cluster (1, 3 or 5)")
 	fs.StringVar(&cfg.Txcoord, "txcoord", cfg.Txcoord, "txcoord binary for --start")
-	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for --start's configs, logs and data (emptied first)")
+	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for --start's configs, logs and data (the nodes' data directories n1..nN are removed first)")
 	fs.IntVar(&cfg.BasePort, "base-port", cfg.BasePort, "node i of --start listens on base-port+i (gRPC) and base-port+100+i (Raft)")
 	fs.IntVar(&cfg.MaxActive, "max-active", 0, "coordinator.max_active of the --start nodes (0: server default)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "pool size of each participant on the --start nodes (0: adapter default)")
 	workloads := fs.String("workload", strings.Join(cfg.Workloads, ","), "comma list of workloads: "+strings.Join(bench.Workloads, ", "))
 	conc := fs.String("concurrency", joinInts(cfg.Concurrency), "comma list of concurrency levels to sweep")
 	acks := fs.String("ack", strings.Join(cfg.Acks, ","), "comma list of acknowledgement modes: applied (Commit waits for phase two), decision")
+	decisionAt := fs.String("decision-concurrency", "", "comma list of concurrencies at which two-phase workloads are also measured with ack=decision")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "A/B rounds per measurement; medians are reported")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time per workload, concurrency, side and round")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
@@ -103,6 +104,14 @@ func main() {
 			os.Exit(2)
 		}
 		cfg.Concurrency = append(cfg.Concurrency, n)
+	}
+	for _, s := range splitList(*decisionAt) {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "txbench: --decision-concurrency %q: %q is not a number\n", *decisionAt, s)
+			os.Exit(2)
+		}
+		cfg.DecisionAt = append(cfg.DecisionAt, n)
 	}
 	cfg.Stores = demo.StoresFromEnv(os.Getenv)
 	if err := cfg.Validate(); err != nil {

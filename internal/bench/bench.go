@@ -68,13 +68,17 @@ type Config struct {
 	Workloads   []string
 	Concurrency []int
 	// Acks lists the acknowledgement modes to measure (AckApplied, AckDecision).
-	Acks     []string
-	Rounds   int           // A/B rounds; medians are reported
-	Duration time.Duration // measured, per workload, concurrency, side and round
-	Warmup   time.Duration // run before each measurement, not counted
-	Accounts int           // rows/records per store the workloads spread over
-	Baseline bool          // measure the baseline too
-	Seed     uint64
+	Acks []string
+	// DecisionAt lists concurrencies at which two-phase workloads are also
+	// measured with AckDecision (when Acks lacks it): the latency of
+	// Commit returning once the decision is durable.
+	DecisionAt []int
+	Rounds     int           // A/B rounds; medians are reported
+	Duration   time.Duration // measured, per workload, concurrency, side and round
+	Warmup     time.Duration // run before each measurement, not counted
+	Accounts   int           // rows/records per store the workloads spread over
+	Baseline   bool          // measure the baseline too
+	Seed       uint64
 	// Retries: an aborted transfer (a conflict, a NO vote) is run again up
 	// to this many times, as an application would; the latency of a
 	// transfer includes its retries.
@@ -145,7 +149,7 @@ func (c Config) Validate() error {
 	if len(c.Concurrency) == 0 {
 		errs = append(errs, errors.New("concurrency: give at least one value"))
 	}
-	for _, n := range c.Concurrency {
+	for _, n := range append(slices.Clone(c.Concurrency), c.DecisionAt...) {
 		if n < 1 || n > 1024 {
 			errs = append(errs, fmt.Errorf("concurrency %d: want 1..1024", n))
 		}
@@ -249,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(cfg.Log, "bench: "+format+"\n", args...) }
 	maxC := 0
-	for _, n := range cfg.Concurrency {
+	for _, n := range append(slices.Clone(cfg.Concurrency), cfg.DecisionAt...) {
 		maxC = max(maxC, n)
 	}
 	rep := &Report{Machine: describeMachine(), Started: time.Now().UTC().Format(time.RFC3339)}
@@ -326,6 +330,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			for _, n := range cfg.Concurrency {
 				results = append(results, &Result{Workload: name, Ack: ack, Concurrency: n})
 			}
+		}
+		if name == "single" || slices.Contains(cfg.Acks, AckDecision) {
+			continue // one-phase commits have no decision to acknowledge
+		}
+		for _, n := range cfg.DecisionAt {
+			results = append(results, &Result{Workload: name, Ack: AckDecision, Concurrency: n})
 		}
 	}
 	for round := 1; round <= cfg.Rounds; round++ {

@@ -118,14 +118,16 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 	if err != nil {
 		return nil, err
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("work dir: %w", err)
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
 	var peers []nodePeer
 	for i := range cfg.Nodes {
+		// Each run starts a fresh cluster: the node's data directory (and
+		// nothing else in the work dir) is removed.
+		if err := os.RemoveAll(filepath.Join(dir, fmt.Sprintf("n%d", i+1))); err != nil {
+			return nil, fmt.Errorf("work dir: %w", err)
+		}
 		peers = append(peers, nodePeer{
 			ID:   fmt.Sprintf("n%d", i+1),
 			GRPC: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BasePort+i)),
@@ -143,7 +145,7 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 		parts[i].MaxConns = cfg.MaxConns
 	}
 	cl := &cluster{}
-	for i, p := range peers {
+	for _, p := range peers {
 		f := nodeFile{
 			NodeID: p.ID, ClusterID: "bench", Listen: p.GRPC, DataDir: filepath.Join(dir, p.ID),
 			Raft:         nodeRaft{Bind: p.Raft, Bootstrap: true, Peers: peers},
@@ -162,6 +164,9 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 			Binary: cfg.Txcoord, ConfigPath: confPath, Addr: p.GRPC, LogPath: logPath,
 			Env: demo.ChildEnv(os.Environ(), demo.SurrealPasswordEnv+"="+cfg.Stores.SurrealPass),
 		}
+		if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+			return nil, fmt.Errorf("node log: %w", err)
+		}
 		say("starting node %s: %s serve --config %s (log %s)", p.ID, cfg.Txcoord, confPath, logPath)
 		if err := n.Start(); err != nil {
 			cl.stop()
@@ -169,7 +174,6 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 		}
 		cl.nodes = append(cl.nodes, n)
 		cl.addrs = append(cl.addrs, p.GRPC)
-		_ = i
 	}
 	// One node becomes leader and serves; the others answer NOT_SERVING.
 	served := make(chan error, len(cl.nodes))

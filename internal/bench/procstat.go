@@ -182,6 +182,9 @@ type Usage struct {
 	// servers at the time (other test runs on a shared machine).
 	PGCPUSec      float64 `json:"pg_cpu_s"`
 	SurrealCPUSec float64 `json:"surreal_cpu_s"`
+	// ClientCPUSec: this process (the benchmark's clients: the txcoord
+	// client library, or pgx and the SurrealDB connections for the baseline).
+	ClientCPUSec float64 `json:"client_cpu_s"`
 	// MachineCPUSec: all CPU time used on the machine (from /proc/stat),
 	// to tell how busy it was; MachineCPUs is the number of CPUs.
 	MachineCPUSec float64 `json:"machine_cpu_s"`
@@ -220,6 +223,7 @@ type monitor struct {
 	cpu0    []time.Duration
 	pg0     time.Duration
 	surr0   time.Duration
+	self0   time.Duration
 	mach0   time.Duration
 	peak    []int64
 	stopped chan struct{}
@@ -247,6 +251,7 @@ func (m *monitor) start() {
 		m.surr0, _ = procCPU(m.surr, true)
 	}
 	m.mach0 = machineCPU()
+	m.self0, _ = procCPU(os.Getpid(), false)
 	m.stopped, m.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(m.done)
@@ -309,5 +314,8 @@ func (m *monitor) stop() Usage {
 		}
 	}
 	u.MachineCPUSec = (machineCPU() - m.mach0).Seconds()
+	if c, err := procCPU(os.Getpid(), false); err == nil {
+		u.ClientCPUSec = (c - m.self0).Seconds()
+	}
 	return u
 }

@@ -22,6 +22,7 @@ type Settings struct {
 	Workloads   []string `json:"workloads"`
 	Concurrency []int    `json:"concurrency"`
 	Acks        []string `json:"acks"`
+	DecisionAt  []int    `json:"decision_concurrency,omitempty"`
 	Rounds      int      `json:"rounds"`
 	DurationSec float64  `json:"duration_s"`
 	WarmupSec   float64  `json:"warmup_s"`
@@ -31,7 +32,7 @@ type Settings struct {
 }
 
 func settingsOf(c Config) Settings {
-	s := Settings{Workloads: c.Workloads, Concurrency: c.Concurrency, Acks: c.Acks, Rounds: c.Rounds,
+	s := Settings{Workloads: c.Workloads, Concurrency: c.Concurrency, Acks: c.Acks, DecisionAt: c.DecisionAt, Rounds: c.Rounds,
 		DurationSec: c.Duration.Seconds(), WarmupSec: c.Warmup.Seconds(), Accounts: c.Accounts, Retries: c.Retries, MaxConns: c.MaxConns}
 	if c.Start {
 		s.Nodes = c.Nodes
@@ -45,17 +46,17 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "txbench: %d CPUs (%s), %d MiB, load %.2f at start; %d rounds of %gs (+%gs warm-up) per side, medians\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemoryMiB, r.Machine.Load1, r.Settings.Rounds, r.Settings.DurationSec, r.Settings.WarmupSec)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tack\tc\ttxcoord tps\tbaseline tps\tratio\t(min-max)\tp50 ms\tp95 ms\tp99 ms\tmax ms\tbase p50\tbase p99\taborts\tretries\terrors\tcoord cpu s/1k\tleader cpu s/1k\tpg cpu s/1k (base)\tsurreal cpu s/1k\tleader rss MiB\tbusy\t")
+	fmt.Fprintln(tw, "workload\tack\tc\ttxcoord tps\tbaseline tps\tratio\t(min-max)\tp50 ms\tp95 ms\tp99 ms\tmax ms\tbase p50\tbase p99\taborts\tretries\terrors\tcoord cpu s/1k\tleader cpu s/1k\tpg cpu s/1k (base)\tsurreal cpu s/1k\tclient cpu s/1k (base)\tleader rss MiB\tbusy\t")
 	for _, x := range r.Results {
 		t := x.Txcoord
 		b := Stats{}
 		if x.Baseline != nil {
 			b = *x.Baseline
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.3f\t%.2f-%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f (%.2f)\t%.2f\t%.0f\t%.0f%%\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.3f\t%.2f-%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f (%.2f)\t%.2f\t%.2f (%.2f)\t%.0f\t%.0f%%\t\n",
 			x.Workload, x.Ack, x.Concurrency, t.TPS, b.TPS, x.Ratio, x.RatioMin, x.RatioMax,
 			t.P50Ms, t.P95Ms, t.P99Ms, t.MaxMs, b.P50Ms, b.P99Ms, t.Aborts, t.Retries, t.Errors,
-			t.CoordCPUPer1k, t.LeaderCPUPer1k, t.PGCPUPer1k, b.PGCPUPer1k, t.SurrealCPUPer1k, t.LeaderPeakRSSMiB, 100*t.MachineBusy)
+			t.CoordCPUPer1k, t.LeaderCPUPer1k, t.PGCPUPer1k, b.PGCPUPer1k, t.SurrealCPUPer1k, t.ClientCPUPer1k, b.ClientCPUPer1k, t.LeaderPeakRSSMiB, 100*t.MachineBusy)
 	}
 	tw.Flush()
 	for _, x := range r.Results {

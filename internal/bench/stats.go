@@ -31,6 +31,8 @@ type Stats struct {
 	LeaderCPUPer1k  float64 `json:"leader_cpu_s_per_1k"`
 	PGCPUPer1k      float64 `json:"pg_cpu_s_per_1k"`
 	SurrealCPUPer1k float64 `json:"surreal_cpu_s_per_1k"`
+	// ClientCPUPer1k: the benchmark process itself (the clients).
+	ClientCPUPer1k float64 `json:"client_cpu_s_per_1k"`
 	// LeaderPeakRSSMiB: the leader's highest resident set during the run.
 	LeaderPeakRSSMiB float64 `json:"leader_peak_rss_mib"`
 	// MachineBusy: the fraction of all CPUs' time spent not idle during the
@@ -49,6 +51,7 @@ func (s *Stats) setUsage(u Usage, cpus int) {
 		s.LeaderCPUPer1k = u.LeaderCPUSec / k
 		s.PGCPUPer1k = u.PGCPUSec / k
 		s.SurrealCPUPer1k = u.SurrealCPUSec / k
+		s.ClientCPUPer1k = u.ClientCPUSec / k
 	}
 	s.LeaderPeakRSSMiB = u.LeaderPeakRSSMiB
 	if s.Seconds > 0 && cpus > 0 {
@@ -146,6 +149,7 @@ func medianStats(ss []Stats) Stats {
 		LeaderCPUPer1k:   f(func(s Stats) float64 { return s.LeaderCPUPer1k }),
 		PGCPUPer1k:       f(func(s Stats) float64 { return s.PGCPUPer1k }),
 		SurrealCPUPer1k:  f(func(s Stats) float64 { return s.SurrealCPUPer1k }),
+		ClientCPUPer1k:   f(func(s Stats) float64 { return s.ClientCPUPer1k }),
 		LeaderPeakRSSMiB: f(func(s Stats) float64 { return s.LeaderPeakRSSMiB }),
 		MachineBusy:      f(func(s Stats) float64 { return s.MachineBusy }),
 	}
@@ -209,9 +213,9 @@ func (r Result) Line() string {
 
 // detail is a human line for one side of a result.
 func (s Stats) detail(side string) string {
-	d := fmt.Sprintf("%-8s %8.1f tps  ops=%d aborts=%d retries=%d errors=%d  p50=%.2fms p95=%.2fms p99=%.2fms max=%.2fms  coord_cpu=%.2fs/1k pg_cpu=%.2fs/1k rss=%.0fMiB busy=%.0f%%",
+	d := fmt.Sprintf("%-8s %8.1f tps  ops=%d aborts=%d retries=%d errors=%d  p50=%.2fms p95=%.2fms p99=%.2fms max=%.2fms  coord_cpu=%.2fs/1k pg_cpu=%.2fs/1k client_cpu=%.2fs/1k rss=%.0fMiB busy=%.0f%%",
 		side, s.TPS, s.Ops, s.Aborts, s.Retries, s.Errors, s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs,
-		s.CoordCPUPer1k, s.PGCPUPer1k, s.LeaderPeakRSSMiB, 100*s.MachineBusy)
+		s.CoordCPUPer1k, s.PGCPUPer1k, s.ClientCPUPer1k, s.LeaderPeakRSSMiB, 100*s.MachineBusy)
 	if s.FirstError != "" {
 		d += "\n           first error: " + s.FirstError
 	}
