@@ -70,6 +70,7 @@ type Cluster struct {
 // rejects unknown keys, so a renamed field fails the start loudly.
 type nodeFile struct {
 	NodeID      string         `yaml:"node_id"`
+	Insecure    bool           `yaml:"insecure,omitempty"`
 	ClusterID   string         `yaml:"cluster_id"`
 	Listen      string         `yaml:"listen"`
 	DataDir     string         `yaml:"data_dir"`
@@ -168,7 +169,8 @@ func NewCluster(bin, dir string, o ClusterOptions, pgAddr, surrealAddr string) (
 			return fail(err)
 		}
 		f := nodeFile{
-			NodeID: n.ID, ClusterID: ClusterID, Listen: n.GRPC, DataDir: filepath.Join(n.dir, "data"), LogLevel: o.LogLevel,
+			Insecure: true,
+			NodeID:   n.ID, ClusterID: ClusterID, Listen: n.GRPC, DataDir: filepath.Join(n.dir, "data"), LogLevel: o.LogLevel,
 			Raft: nodeRaft{Bind: n.RaftBind, Advertise: n.Raft.Addr(), Bootstrap: true, Peers: peers,
 				HeartbeatTimeout: o.HeartbeatTimeout.String(), ElectionTimeout: o.ElectionTimeout.String()},
 			Coordinator: o.Coordinator,

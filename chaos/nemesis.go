@@ -25,7 +25,7 @@ const (
 	NLinkReset         = "link-reset"         // every node's connections to one participant reset, repeatedly
 	NResetCommitPrep   = "reset-commit-prepared"
 	NResetPrepare      = "reset-prepare"
-	NResetCommit       = "reset-commit" // the same for a one-phase COMMIT
+	NResetCommit       = "reset-commit"      // the same for a one-phase COMMIT
 	NRestartPostgres   = "restart-postgres"  // immediate-mode stop (crash) while branches are prepared, then start
 	NRestartSurreal    = "restart-surrealdb" // SIGKILL the SurrealDB server while intents exist, then start
 	NFailpoint         = "failpoint"         // a follower restarted with a 2PC failpoint armed (kill@P), made leader

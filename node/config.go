@@ -107,6 +107,10 @@ type Config struct {
 	} `yaml:"coordinator"`
 	LogLevel string `yaml:"log_level"`
 
+	// Insecure runs without TLS, which is allowed on loopback only and only
+	// when asked for explicitly (here or with --insecure): development.
+	Insecure bool `yaml:"insecure"`
+
 	// TLS secures the gRPC API with mutual TLS (clients need a certificate
 	// signed by ca_file). RaftTLS secures the Raft transport the same way
 	// and defaults to TLS. Without TLS every listener must be on loopback.
@@ -233,6 +237,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.RaftTLS.Validate("raft_tls"); err != nil {
 		errs = append(errs, err)
+	}
+	if !c.TLS.Enabled() && !c.Insecure {
+		errs = append(errs, errors.New("tls is not configured: set tls.cert_file, tls.key_file and tls.ca_file, or run insecure on loopback for development with insecure: true (or --insecure)"))
+	}
+	if c.TLS.Enabled() && c.Insecure {
+		errs = append(errs, errors.New("insecure: true and tls exclude each other: remove one"))
 	}
 	if !c.TLS.Enabled() {
 		for field, addr := range map[string]string{"listen": c.Listen, "advertise": c.Advertise, "metrics_listen": c.MetricsListen} {

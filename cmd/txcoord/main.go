@@ -22,7 +22,8 @@ Usage:
   txcoord serve [flags]     run a coordinator node
 
 Examples:
-  txcoord serve --config examples/txcoord.yaml
+  txcoord serve --config examples/txcoord.yaml         (insecure: true, loopback)
+  txcoord serve --config node.yaml                     (tls: cert_file/key_file/ca_file)
   TXCOORD_LISTEN=127.0.0.1:7401 txcoord serve --config node2.yaml
 
 Flags of serve:
@@ -47,6 +48,7 @@ func main() {
 	listen := fs.String("listen", "", "gRPC listen address (overrides config and TXCOORD_LISTEN)")
 	dataDir := fs.String("data-dir", "", "data directory for the decision store (overrides config)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	insecure := fs.Bool("insecure", false, "run without TLS (loopback listeners only; development)")
 	fps := failpoints{}
 	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill (or kill@P, probability P) SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget); repeatable")
 
@@ -75,6 +77,9 @@ func main() {
 		cfg.LogLevel = *logLevel
 	}
 	cfg.Failpoints = fps
+	if *insecure {
+		cfg.Insecure = true
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {

@@ -21,6 +21,7 @@ import (
 // renamed field there fails the child's start-up loudly).
 type nodeFile struct {
 	NodeID       string                 `yaml:"node_id"`
+	Insecure     bool                   `yaml:"insecure,omitempty"`
 	ClusterID    string                 `yaml:"cluster_id"`
 	Listen       string                 `yaml:"listen"`
 	DataDir      string                 `yaml:"data_dir"`
@@ -147,7 +148,8 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 	cl := &cluster{}
 	for _, p := range peers {
 		f := nodeFile{
-			NodeID: p.ID, ClusterID: "bench", Listen: p.GRPC, DataDir: filepath.Join(dir, p.ID),
+			Insecure: true,
+			NodeID:   p.ID, ClusterID: "bench", Listen: p.GRPC, DataDir: filepath.Join(dir, p.ID),
 			Raft:         nodeRaft{Bind: p.Raft, Bootstrap: true, Peers: peers},
 			Participants: parts,
 			Coordinator:  nodeCoordinator{MaxActive: cfg.MaxActive},

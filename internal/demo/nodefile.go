@@ -14,6 +14,7 @@ import (
 // up as a start-up error of the child, and in this package's tests.
 type NodeFile struct {
 	NodeID       string            `yaml:"node_id"`
+	Insecure     bool              `yaml:"insecure,omitempty"`
 	ClusterID    string            `yaml:"cluster_id"`
 	Listen       string            `yaml:"listen"`
 	DataDir      string            `yaml:"data_dir"`
@@ -96,7 +97,8 @@ func SurrealDBParticipant(name string, s Stores) NodeParticipant {
 // SingleNode is a one-node cluster bootstrapping itself.
 func SingleNode(clusterID, listen, raftBind, dataDir string, parts ...NodeParticipant) NodeFile {
 	return NodeFile{
-		NodeID: "n1", ClusterID: clusterID, Listen: listen, DataDir: dataDir,
+		Insecure: true,
+		NodeID:   "n1", ClusterID: clusterID, Listen: listen, DataDir: dataDir,
 		Raft:         NodeRaft{Bind: raftBind, Bootstrap: true},
 		Participants: parts,
 		LogLevel:     "info",
@@ -109,7 +111,8 @@ func SingleNode(clusterID, listen, raftBind, dataDir string, parts ...NodePartic
 func ClusterNode(clusterID string, peers []NodePeer, self int, dataDir string, parts ...NodeParticipant) NodeFile {
 	p := peers[self]
 	return NodeFile{
-		NodeID: p.ID, ClusterID: clusterID, Listen: p.GRPC, DataDir: dataDir,
+		Insecure: true,
+		NodeID:   p.ID, ClusterID: clusterID, Listen: p.GRPC, DataDir: dataDir,
 		Raft:         NodeRaft{Bind: p.Raft, Bootstrap: true, Peers: peers},
 		Participants: parts,
 		LogLevel:     "info",

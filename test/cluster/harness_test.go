@@ -179,7 +179,7 @@ func freePort(t *testing.T) string {
 // joining node.
 func (c *cluster) writeConfig(p *proc, join []string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node_id: %s\ncluster_id: %s\nlisten: %s\ndata_dir: %s\nraft:\n  bind: %s\n",
+	fmt.Fprintf(&b, "insecure: true\nnode_id: %s\ncluster_id: %s\nlisten: %s\ndata_dir: %s\nraft:\n  bind: %s\n",
 		p.id, c.id, p.grpc, filepath.Join(p.dir, "data"), p.raftBind)
 	switch {
 	case c.opts.heartbeat > 0:

@@ -125,7 +125,11 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	if o.maxStatements > 0 {
 		maxStmts = fmt.Sprintf("  max_statements: %d\n", o.maxStatements)
 	}
-	yaml := fmt.Sprintf(`node_id: n1
+	insecure := "insecure: true\n"
+	if strings.Contains(o.extraYAML, "tls:") {
+		insecure = ""
+	}
+	yaml := insecure + fmt.Sprintf(`node_id: n1
 cluster_id: %s
 listen: %s
 data_dir: %s

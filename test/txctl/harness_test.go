@@ -177,7 +177,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	if o.slowElection {
 		election = "  heartbeat_timeout: 2s\n  election_timeout: 2s\n"
 	}
-	yaml := fmt.Sprintf(`node_id: %s
+	yaml := fmt.Sprintf(`%snode_id: %s
 cluster_id: %s
 listen: %s
 data_dir: %s
@@ -200,7 +200,7 @@ participants:
     database: %s
     username: %s
     password_env: TXCTL_TEST_SURREAL_PASS
-%s`, n.id, n.clusterID, n.addr, n.dataDir, n.raftAddr, !o.noBootstrap, election, pgU.String(), surU.String(), surNS, surDB, surUser, o.extraYAML)
+%s`, insecureUnlessTLS(o.extraYAML), n.id, n.clusterID, n.addr, n.dataDir, n.raftAddr, !o.noBootstrap, election, pgU.String(), surU.String(), surNS, surDB, surUser, o.extraYAML)
 	if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -700,4 +700,12 @@ func (r result) notContains(t *testing.T, parts ...string) {
 			t.Errorf("txctl %s: output has %q:\n%s", strings.Join(r.args, " "), p, all)
 		}
 	}
+}
+
+// insecureUnlessTLS: a node without tls must say it runs insecure (loopback).
+func insecureUnlessTLS(extra string) string {
+	if strings.Contains(extra, "tls:") {
+		return ""
+	}
+	return "insecure: true\n"
 }
