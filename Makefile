@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build proto proto-tools db-up db-down test unit-test demo vet clean fuzz-short dev-certs
+.PHONY: all build proto proto-tools db-up db-down test unit-test demo vet clean fuzz-short dev-certs chaos chaos-short
 
 # Fuzz targets run briefly by `make test` (FUZZTIME each); longer runs:
 # make fuzz-short FUZZTIME=5m
@@ -52,6 +52,14 @@ fuzz-short:
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
 	done
+
+# Fault injection (chaos/README.md): its own PostgreSQL and SurrealDB, a
+# 3-node cluster behind per-link proxies, seeded nemeses, checkers.
+chaos: build
+	$(GO) run ./cmd/txchaos --duration=$${CHAOS_DURATION:-10m} --report=.data/chaos/report.json
+
+chaos-short: build
+	$(GO) run ./cmd/txchaos --short --report=.data/chaos/report-short.json
 
 # A development CA and certificates for nodes n1..n3 and clients app, ops.
 dev-certs:
