@@ -46,7 +46,14 @@ type Node struct {
 	armed    map[string]string
 	starts   int
 	deaths   int // exits the runner did not cause (failpoints, crashes)
+	started  time.Time
+	quick    int // consecutive exits within quickExit of their start
 }
+
+// quickExit: a process that exits sooner than this after its start most
+// likely cannot start (configuration, a database down); its restarts back
+// off.
+const quickExit = 3 * time.Second
 
 // Exit reports a process exit the runner did not cause.
 type Exit struct {
@@ -270,6 +277,7 @@ func (c *Cluster) Start(n *Node, failpoints map[string]string) error {
 		return fmt.Errorf("start %s: %w", n.ID, err)
 	}
 	n.cmd, n.exited, n.expected, n.paused, n.armed = cmd, make(chan struct{}), false, false, failpoints
+	n.started = time.Now()
 	exited := n.exited
 	go func() {
 		err := cmd.Wait()
@@ -278,6 +286,11 @@ func (c *Cluster) Start(n *Node, failpoints map[string]string) error {
 		expected := n.expected
 		if !expected {
 			n.deaths++
+			if time.Since(n.started) < quickExit {
+				n.quick++
+			} else {
+				n.quick = 0
+			}
 		}
 		close(exited)
 		n.mu.Unlock()
@@ -339,6 +352,19 @@ func (n *Node) Armed() map[string]string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.armed
+}
+
+// RestartDelay is how long to wait before starting n again after an exit
+// the runner did not cause: 300 ms, doubling (up to 10 s) while it keeps
+// exiting right after its start.
+func (n *Node) RestartDelay() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := 300 * time.Millisecond
+	for i := 0; i < n.quick && d < 10*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 10*time.Second)
 }
 
 // Deaths counts exits the runner did not cause.

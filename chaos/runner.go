@@ -213,7 +213,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if _, err := r.awaitCommit(ctx, 60*time.Second); err != nil {
-		return nil, fmt.Errorf("the cluster never committed a first transaction: %w (logs: %s)", err, runDir)
+		var why []string
+		for _, n := range r.cluster.Nodes {
+			if n.Deaths() > 0 {
+				why = append(why, fmt.Sprintf("%s exited %d times; its log ends:\n%s", n.ID, n.Deaths(), n.LogTail(6)))
+			}
+		}
+		return nil, fmt.Errorf("the cluster never committed a first transaction: %w (logs: %s)\n%s", err, runDir, strings.Join(why, "\n"))
 	}
 	r.logf("cluster up: %s; seed %d; %s of workload under faults", r.cluster.Addrs(), o.Seed, o.Duration)
 
@@ -374,7 +380,7 @@ func (r *Runner) onExit(e Exit) {
 		r.logf("%s exited (%s): %s; starting it again", e.Node.ID, e.Status, lastLine(e.LogTail))
 	}
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(e.Node.RestartDelay())
 		if !r.finishing.Load() && !e.Node.Running() {
 			if err := r.cluster.Start(e.Node, nil); err != nil {
 				r.logf("restart %s: %v", e.Node.ID, err)
