@@ -12,7 +12,10 @@
 // participants.Participant contract: prepare/commit and prepare/rollback,
 // idempotent phase two, NO votes on constraint violations and lock
 // conflicts, in-doubt listing across a Close and reopen, one-phase commit,
-// READ_ONLY votes and the ErrBranchDone/ErrBranchFailed states.
+// READ_ONLY votes and the ErrBranchDone/ErrBranchFailed states. Adapters
+// with the optional participants.CommitRecorder capability are checked for
+// it too (Committed after one-phase and two-phase commits, and after
+// rollbacks); for adapters without it those cases are skipped.
 //
 // Every run uses a random GID prefix and random keys, so runs against the
 // same database never collide, and it rolls back whatever its own GIDs left
@@ -105,6 +108,10 @@ func Run(t *testing.T, h Harness) {
 	t.Run("EmptyBranchVotesReadOnly", s.emptyBranch)
 	t.Run("BranchDoneAfterFinish", s.branchDone)
 	t.Run("ConcurrentBranches", s.concurrent)
+	t.Run("CommittedAfterOnePhaseCommit", s.committedOnePhase)
+	t.Run("NotCommittedAfterRollback", s.notCommittedRolledBack)
+	t.Run("CommittedAfterCommitPrepared", s.committedTwoPhase)
+	t.Run("NotCommittedAfterRollbackPrepared", s.notCommittedRollbackPrepared)
 }
 
 type suite struct {
@@ -617,6 +624,119 @@ func (s *suite) concurrent(t *testing.T) {
 			s.wantCommitted(t, k, v)
 		}
 	}
+}
+
+// recorder returns p's CommitRecorder (found as the coordinator finds it),
+// or skips the test: the capability is optional.
+func recorder(t *testing.T, p participants.Participant) participants.CommitRecorder {
+	t.Helper()
+	rec, ok := participants.Capability[participants.CommitRecorder](p)
+	if !ok {
+		t.Skipf("%T does not implement participants.CommitRecorder", p)
+	}
+	return rec
+}
+
+// wantRecorded checks what p's CommitRecorder says about gid.
+func wantRecorded(t *testing.T, p participants.Participant, gid string, want bool) {
+	t.Helper()
+	got, err := recorder(t, p).Committed(ctx(t), gid)
+	if err != nil {
+		t.Fatalf("Committed(%s): %v", gid, err)
+	}
+	if got != want {
+		t.Fatalf("Committed(%s) = %v, want %v", gid, got, want)
+	}
+}
+
+// committedOnePhase: a one-phase commit logs no decision at the
+// coordinator; the participant's record is what tells it committed, also
+// to a coordinator that restarted (a freshly opened adapter).
+func (s *suite) committedOnePhase(t *testing.T) {
+	recorder(t, s.p)
+	k, gid := s.key("rec1pc"), s.gid("rec1pc")
+	b := s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	if err := b.CommitOnePhase(ctx(t)); err != nil {
+		t.Fatalf("CommitOnePhase(%s): %v", gid, err)
+	}
+	s.wantCommitted(t, k, "v1")
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	wantRecorded(t, p2, gid, true)
+	wantRecorded(t, s.p, gid, true)
+}
+
+// notCommittedRolledBack: GIDs that never committed anything answer false:
+// never begun, rolled back before prepare, and a one-phase commit that
+// failed.
+func (s *suite) notCommittedRolledBack(t *testing.T) {
+	recorder(t, s.p)
+	wantRecorded(t, s.p, s.gid("rec_never"), false)
+
+	k, gid := s.key("recrb"), s.gid("recrb")
+	b := s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	if err := b.Rollback(ctx(t)); err != nil {
+		t.Fatalf("Rollback(%s): %v", gid, err)
+	}
+	wantRecorded(t, s.p, gid, false)
+
+	k, bad, gid := s.key("recfail"), s.key("recfail_bad"), s.gid("recfail")
+	b = s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	if _, err := b.Execute(ctx(t), s.h.Violation(bad)); err == nil {
+		if err := b.CommitOnePhase(ctx(t)); err == nil || errors.Is(err, participants.ErrAmbiguous) {
+			t.Fatalf("CommitOnePhase with a constraint violation = %v, want a definite failure", err)
+		}
+	}
+	_ = b.Rollback(ctx(t))
+	s.wantAbsent(t, k)
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	wantRecorded(t, p2, gid, false)
+}
+
+// committedTwoPhase: a prepared branch is not committed; after
+// CommitPrepared (repeated, and through a reopened adapter) it is.
+func (s *suite) committedTwoPhase(t *testing.T) {
+	recorder(t, s.p)
+	k, gid := s.key("rec2pc"), s.gid("rec2pc")
+	s.writePrepared(t, s.p, gid, k, "v1")
+	wantRecorded(t, s.p, gid, false)
+	if err := s.p.CommitPrepared(ctx(t), gid); err != nil {
+		t.Fatalf("CommitPrepared(%s): %v", gid, err)
+	}
+	wantRecorded(t, s.p, gid, true)
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	if err := p2.CommitPrepared(ctx(t), gid); err != nil {
+		t.Fatalf("CommitPrepared(%s) again after reopen: %v", gid, err)
+	}
+	wantRecorded(t, p2, gid, true)
+	s.wantCommitted(t, k, "v1")
+}
+
+// notCommittedRollbackPrepared: a prepared branch rolled back, and an
+// unknown GID rolled back (an abort tombstone where the adapter writes
+// one), answer false.
+func (s *suite) notCommittedRollbackPrepared(t *testing.T) {
+	recorder(t, s.p)
+	k, gid := s.key("recrbp"), s.gid("recrbp")
+	s.writePrepared(t, s.p, gid, k, "v1")
+	if err := s.p.RollbackPrepared(ctx(t), gid); err != nil {
+		t.Fatalf("RollbackPrepared(%s): %v", gid, err)
+	}
+	wantRecorded(t, s.p, gid, false)
+	unknown := s.gid("recrbp_unknown")
+	if err := s.p.RollbackPrepared(ctx(t), unknown); err != nil {
+		t.Fatalf("RollbackPrepared(unknown %s): %v", unknown, err)
+	}
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	wantRecorded(t, p2, gid, false)
+	wantRecorded(t, p2, unknown, false)
+	s.wantAbsent(t, k)
 }
 
 // cleanup rolls back whatever this run left prepared, through a fresh

@@ -378,11 +378,12 @@ func readRows(rows pgx.Rows, limit int) (participants.Result, error) {
 //     and PREPARE TRANSACTION runs: VoteYes, or VoteNo with ErrVoteNo and
 //     ErrConstraint (class 23, e.g. deferred constraints), ErrConflict
 //     (class 40, e.g. serialization failure) or ErrUnavailable (the
-//     connection was lost before PREPARE was sent) — all definite: the
-//     transaction is rolled back;
-//   - a connection lost (or the context ended) while PREPARE TRANSACTION was
-//     in flight: VoteNo with ErrAmbiguous (not ErrVoteNo): the branch may be
-//     prepared; the caller rolls it back by GID with RollbackPrepared.
+//     connection was closed, or the context done, before anything was sent;
+//     see unsent) — all definite: the transaction is rolled back;
+//   - any other failure once PREPARE TRANSACTION may have been written — a
+//     connection lost, the context ended, an answer that never came: VoteNo
+//     with ErrAmbiguous (not ErrVoteNo): the branch may be prepared; the
+//     caller rolls it back by GID with RollbackPrepared.
 //
 // In every case the branch holds no connection afterwards; a NO vote needs
 // no further cleanup on this branch, but Rollback is harmless.
@@ -461,6 +462,11 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	if k := p.cfg.Knobs; k != nil && k.BeforePrepareTransaction != nil {
 		k.BeforePrepareTransaction(b.gid, pid)
 	}
+	if err := b.unsent(ctx); err != nil {
+		b.state = stateDone
+		b.rollbackAndRelease()
+		return participants.VoteNo, b.voteNo("prepare transaction (not sent)", err)
+	}
 	tag, err := b.conn.Exec(ctx, "PREPARE TRANSACTION "+quoteLiteral(b.gid))
 	b.state = stateDone
 	b.release()
@@ -477,17 +483,12 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	case err == nil:
 		// PREPARE of an aborted transaction answers ROLLBACK.
 		return participants.VoteNo, b.errorf("prepare", "the transaction was already aborted (%s): %w", tag, participants.ErrVoteNo)
-	case definiteServerError(err), pgconn.SafeToRetry(err):
-		// The server refused (the transaction is rolled back), or nothing
-		// was sent (release destroyed the connection and the server rolls
-		// the transaction back).
+	case definiteServerError(err):
+		// The server refused: the transaction is rolled back.
 		return participants.VoteNo, b.voteNo("prepare transaction", err)
 	}
-	p.log.Warn("connection lost during PREPARE TRANSACTION; the branch may be prepared",
-		slog.String("gid", b.gid), slog.Uint64("backend_pid", uint64(pid)), slog.Any("err", err))
-	return participants.VoteNo, b.errorf("prepare",
-		"connection lost during PREPARE TRANSACTION, the branch may or may not be prepared; roll it back by GID: %w: %w",
-		participants.ErrAmbiguous, err)
+	// Not SafeToRetry: PREPARE may have reached the server (see unsent).
+	return participants.VoteNo, b.ambiguous(pid, err)
 }
 
 // preparePipelined is Prepare for a branch that most likely wrote: the
@@ -499,8 +500,9 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 //     a definite NO (a unique violation means the GID has an abort
 //     tombstone, or was reused);
 //   - PREPARE failed with a server error: a definite NO;
-//   - the connection failed after the pipeline may have been sent: the
-//     branch may be prepared, NO with ErrAmbiguous, as in Prepare;
+//   - any other failure once the pipeline may have been sent (a lost
+//     connection, an answer that never came, whatever pgconn.SafeToRetry
+//     says): the branch may be prepared, NO with ErrAmbiguous, as in Prepare;
 //   - the insert found no xid (the statements wrote nothing, e.g. an
 //     UPDATE that matched no row), yet PREPARE prepared the transaction: it
 //     is rolled back at once by GID and the vote is READ_ONLY. A prepared
@@ -515,6 +517,11 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 	if k := p.cfg.Knobs; k != nil && k.BeforePrepareTransaction != nil {
 		k.BeforePrepareTransaction(b.gid, pid)
 	}
+	if err := b.unsent(ctx); err != nil {
+		b.state = stateDone
+		b.rollbackAndRelease()
+		return participants.VoteNo, b.voteNo("prepare (not sent)", err)
+	}
 	batch := &pgx.Batch{}
 	begin := b.queueStatements(batch)
 	batch.Queue(p.markerInsertSQL, b.gid)
@@ -524,9 +531,9 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 	if err != nil {
 		br.Close()
 		b.state = stateDone
-		if definiteServerError(err) || pgconn.SafeToRetry(err) {
-			// The statement failed at the server (the rest, PREPARE
-			// included, was skipped), or nothing was sent.
+		if definiteServerError(err) {
+			// The statement failed at the server: the rest, PREPARE
+			// included, was skipped.
 			serr := b.executeError(err)
 			b.rollbackAndRelease()
 			return participants.VoteNo, b.errorf("prepare", "%s: %w: %w", queuedWhat(i), participants.ErrVoteNo, serr)
@@ -557,9 +564,8 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 			b.rollbackAndRelease()
 			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (rolled back by RollbackPrepared, or reused): %w: %w",
 				participants.ErrVoteNo, markerErr)
-		case definiteServerError(markerErr), pgconn.SafeToRetry(markerErr):
-			// The server refused the insert (PREPARE was skipped), or
-			// nothing was sent.
+		case definiteServerError(markerErr):
+			// The server refused the insert: PREPARE was skipped.
 			b.rollbackAndRelease()
 			return participants.VoteNo, b.voteNo("record marker", markerErr)
 		}
@@ -586,10 +592,29 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 	case prepErr == nil:
 		// PREPARE of an aborted transaction answers ROLLBACK.
 		return participants.VoteNo, b.errorf("prepare", "the transaction was already aborted (%s): %w", tag, participants.ErrVoteNo)
-	case definiteServerError(prepErr), pgconn.SafeToRetry(prepErr):
+	case definiteServerError(prepErr):
 		return participants.VoteNo, b.voteNo("prepare transaction", prepErr)
 	}
 	return participants.VoteNo, b.ambiguous(pid, prepErr)
+}
+
+// unsent returns why nothing may be sent on the branch's connection — it
+// is already closed, or ctx is done — or nil. A failure it reports happened
+// before anything was written, so the statement certainly did not run.
+//
+// It is the only proof of "not sent" the adapter uses at COMMIT and PREPARE
+// TRANSACTION. pgconn.SafeToRetry is no such proof: pgx v5.12 reports an
+// answer lost after the request was written as "conn closed", whose
+// SafeToRetry() is true (MultiResultReader.NextResult drops peekMessage's
+// read error, asyncClose marks the connection closed, receiveMessage then
+// returns the lock error). So once SendBatch or Exec has been called, only
+// an ERROR the server answered is a definite failure; everything else is
+// ErrAmbiguous (found by the chaos suite: chaos/README.md).
+func (b *branch) unsent(ctx context.Context) error {
+	if b.conn.Conn().IsClosed() {
+		return fmt.Errorf("connection already closed: %w: %w", participants.ErrUnavailable, pgconn.ErrConnClosed)
+	}
+	return ctx.Err()
 }
 
 // ambiguous is the error of a PREPARE TRANSACTION whose outcome is unknown.
@@ -611,12 +636,25 @@ func (b *branch) voteNo(step string, err error) error {
 	return b.errorf("prepare", "%s: %w: %w", step, participants.ErrVoteNo, err)
 }
 
-// CommitOnePhase commits the branch with COMMIT on its connection: the
-// database's commit is the decision. A branch that never executed anything
-// commits trivially. Server errors at COMMIT (deferred constraints,
-// serialization failures) are definite failures wrapping ErrConstraint or
-// ErrConflict: the transaction is rolled back. A connection lost (or the
-// context ended) while COMMIT was in flight is ErrAmbiguous.
+// CommitOnePhase commits the branch on its connection: the database's
+// commit is the decision. BEGIN (unless sent), the queued statements, the
+// GID's commit marker (when markers are on) and COMMIT go in one round trip.
+// The marker is inserted inside the transaction, so it exists exactly when
+// the transaction committed: Committed answers for a one-phase commit whose
+// outcome the caller did not learn. It is inserted only when the
+// transaction has an xid (wrote something); a read-only branch records
+// nothing. A branch that never executed anything commits trivially.
+//
+// Errors:
+//   - definite (the transaction did not commit): nothing could be sent (see
+//     unsent; wraps ErrUnavailable), or the server answered a statement, the
+//     marker insert or COMMIT with an ERROR — deferred constraints wrap
+//     ErrConstraint, serialization failures ErrConflict, a GID that already
+//     has a marker (an abort tombstone, or reuse) neither;
+//   - ErrAmbiguous for anything else once the batch may have been written:
+//     a connection lost or an answer that never came (whatever
+//     pgconn.SafeToRetry says), the context ended. Committed(gid) tells
+//     the outcome afterwards (with markers on).
 func (b *branch) CommitOnePhase(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -643,53 +681,85 @@ func (b *branch) CommitOnePhase(ctx context.Context) error {
 	if k := p.cfg.Knobs; k != nil && k.BeforeCommit != nil {
 		k.BeforeCommit(b.gid, pid)
 	}
-	var tag pgconn.CommandTag
-	var err error
-	if len(b.queue) == 0 {
-		tag, err = b.conn.Exec(ctx, "COMMIT")
-	} else {
-		// BEGIN, the queued statements and COMMIT in one round trip.
-		batch := &pgx.Batch{}
-		begin := b.queueStatements(batch)
-		batch.Queue("COMMIT")
-		br := b.conn.SendBatch(ctx, batch)
-		results, i, qerr := b.readQueued(br, begin)
-		if qerr != nil {
+	if err := b.unsent(ctx); err != nil {
+		b.rollbackAndRelease()
+		return b.errorf("commit", "not sent, rolled back: %w", err)
+	}
+	batch := &pgx.Batch{}
+	begin := b.queueStatements(batch)
+	if p.marker != "" {
+		batch.Queue(p.markerInsertSQL, b.gid)
+	}
+	batch.Queue("COMMIT")
+	br := b.conn.SendBatch(ctx, batch)
+	results, i, err := b.readQueued(br, begin)
+	if err != nil {
+		br.Close()
+		if definiteServerError(err) {
+			// The statement failed at the server: COMMIT was skipped.
+			serr := b.executeError(err)
+			b.rollbackAndRelease()
+			return b.errorf("commit", "%s, rolled back: %w", queuedWhat(i), serr)
+		}
+		b.release()
+		return b.commitAmbiguous(pid, "BEGIN ... COMMIT", err)
+	}
+	if p.marker != "" {
+		var xid string
+		merr := br.QueryRow().Scan(&xid)
+		switch {
+		case merr == nil, errors.Is(merr, pgx.ErrNoRows):
+			// Recorded, or no xid: the transaction wrote nothing.
+		case definiteServerError(merr) && hasCode(merr, codeReadOnlyTransaction):
+			// A READ ONLY transaction wrote nothing: COMMIT was skipped,
+			// and rolling back has the same effect.
 			br.Close()
-			if definiteServerError(qerr) || pgconn.SafeToRetry(qerr) {
-				// COMMIT was skipped (or nothing was sent).
-				serr := b.executeError(qerr)
-				b.rollbackAndRelease()
-				return b.errorf("commit", "%s, rolled back: %w", queuedWhat(i), serr)
-			}
-			b.release()
-			p.log.Warn("connection lost during a one-phase commit; outcome unknown",
-				slog.String("gid", b.gid), slog.Uint64("backend_pid", uint64(pid)), slog.Any("err", qerr))
-			return b.errorf("commit", "connection lost during BEGIN ... COMMIT: %w: %w", participants.ErrAmbiguous, qerr)
-		}
-		tag, err = br.Exec()
-		if cerr := br.Close(); err == nil && cerr != nil && tag.String() != "COMMIT" {
-			err = cerr
-		}
-		if err == nil {
+			b.rollbackAndRelease()
 			b.results = results
+			return nil
+		case definiteServerError(merr) && hasCode(merr, codeUniqueViolation):
+			br.Close()
+			b.rollbackAndRelease()
+			return b.errorf("commit", "the GID already has a marker (rolled back by RollbackPrepared, or reused), rolled back: %w", merr)
+		case definiteServerError(merr):
+			br.Close()
+			b.rollbackAndRelease()
+			if r := reason(merr); r != nil {
+				return b.errorf("commit", "record commit marker, rolled back: %w: %w", r, merr)
+			}
+			return b.errorf("commit", "record commit marker, rolled back: %w", merr)
+		default:
+			br.Close()
+			b.release()
+			return b.commitAmbiguous(pid, "COMMIT", merr)
 		}
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil && cerr != nil && tag.String() != "COMMIT" {
+		err = cerr
 	}
 	b.release()
 	switch {
 	case err == nil && tag.String() == "COMMIT":
+		b.results = results
 		return nil
 	case err == nil:
 		return b.errorf("commit", "the transaction was rolled back (%s)", tag)
-	case definiteServerError(err), pgconn.SafeToRetry(err):
+	case definiteServerError(err):
 		if r := reason(err); r != nil {
 			return b.errorf("commit", "rolled back: %w: %w", r, err)
 		}
 		return b.errorf("commit", "rolled back: %w", err)
 	}
-	p.log.Warn("connection lost during COMMIT; outcome unknown",
+	return b.commitAmbiguous(pid, "COMMIT", err)
+}
+
+// commitAmbiguous is the error of a one-phase commit whose outcome is unknown.
+func (b *branch) commitAmbiguous(pid uint32, what string, err error) error {
+	b.p.log.Warn("connection lost during a one-phase commit; outcome unknown",
 		slog.String("gid", b.gid), slog.Uint64("backend_pid", uint64(pid)), slog.Any("err", err))
-	return b.errorf("commit", "connection lost during COMMIT: %w: %w", participants.ErrAmbiguous, err)
+	return b.errorf("commit", "no answer to %s, the transaction may or may not have committed: %w: %w",
+		what, participants.ErrAmbiguous, err)
 }
 
 // Rollback rolls back an unprepared branch and releases its connection.

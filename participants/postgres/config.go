@@ -79,15 +79,25 @@ type Config struct {
 	// prepared" (it is not), also after a restart. RollbackPrepared of an
 	// unknown GID writes an abort tombstone there, so a PREPARE still in
 	// flight on a lost connection votes NO instead of leaving a branch
-	// prepared behind a rollback. Open creates the table if it is missing.
+	// prepared behind a rollback. A one-phase commit inserts the GID's
+	// marker inside its transaction too, so Committed can tell whether a
+	// one-phase commit whose answer was lost happened (the coordinator logs
+	// no decision for it). Open creates the table if it is missing.
 	// Empty disables markers: CommitPrepared then knows only the
 	// transactions this process prepared or listed in InDoubt (by xid and
-	// pg_xact_status) and otherwise returns ErrNotPrepared — not recommended.
+	// pg_xact_status) and otherwise returns ErrNotPrepared, and Committed
+	// cannot answer (ErrUnsupported) — not recommended.
 	MarkerTable string
 	// MarkerRetention is how long markers and tombstones are kept. It must
 	// exceed the longest time a decided transaction can wait for its
 	// phase-two retry (coordinator outage included): a CommitPrepared
-	// retried after its marker was collected returns ErrNotPrepared.
+	// retried after its marker was collected returns ErrNotPrepared. It
+	// must also be at least the coordinator's Retention (how long
+	// GetTransaction answers for a txid; 24h by default): past
+	// MarkerRetention, Committed answers false, and a one-phase commit
+	// would be reported as presumed abort. The default, 25h, is the
+	// coordinator's default plus an hour for clock skew between the
+	// coordinator and the database (created_at is the database's clock).
 	MarkerRetention time.Duration
 	// MarkerGCInterval is how often expired markers are deleted, at most
 	// markerGCBatch rows per run. Participants (and coordinator nodes) that
@@ -126,7 +136,7 @@ func DefaultConfig() Config {
 		MaxResultRows:            10_000,
 		MaxStatementBytes:        1 << 20,
 		MarkerTable:              "public.txcoord_commit_marker",
-		MarkerRetention:          24 * time.Hour,
+		MarkerRetention:          25 * time.Hour, // ≥ the coordinator's default Retention (24h)
 		MarkerGCInterval:         time.Minute,
 	}
 }

@@ -22,8 +22,10 @@
 // markers are disabled; if the transaction has no xid it wrote nothing, so
 // it is committed at once and votes READ_ONLY. Otherwise it runs PREPARE
 // TRANSACTION 'gid'. Server errors at PREPARE (deferred constraints,
-// serialization failures) are definite NO votes; a connection lost while
-// PREPARE was in flight is ErrAmbiguous.
+// serialization failures) are definite NO votes; any other failure once
+// PREPARE may have been written is ErrAmbiguous — pgconn.SafeToRetry is not
+// trusted there (see branch.unsent). The same holds for COMMIT in
+// CommitOnePhase.
 //
 // # Phase two
 //
@@ -36,6 +38,17 @@
 // 55000 (the prepared transaction is busy in another session) and every
 // connection failure are ErrUnavailable: back off, recheck leadership,
 // retry.
+//
+// # Commit records
+//
+// With markers on, every commit of a GID leaves its marker row, written in
+// the committing transaction itself: a branch inserts it before PREPARE
+// TRANSACTION (visible once COMMIT PREPARED ran), a one-phase commit before
+// COMMIT, in the same round trip. Committed reads it, so the coordinator
+// can tell a one-phase commit whose answer was lost (it logs no decision
+// for one) from one that never happened. Markers are kept MarkerRetention;
+// after that Committed answers false. Without markers Committed returns an
+// error wrapping ErrUnsupported: the adapter cannot tell.
 //
 // # Limits
 //
@@ -112,7 +125,10 @@ type Participant struct {
 	markerInsertSQL string
 }
 
-var _ participants.Participant = (*Participant)(nil)
+var (
+	_ participants.Participant    = (*Participant)(nil)
+	_ participants.CommitRecorder = (*Participant)(nil)
+)
 
 // Open validates cfg, creates the pool, checks the server (version,
 // max_prepared_transactions > 0), creates the marker table if it is
@@ -511,6 +527,47 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 		return nil // tombstone already there (or collected meanwhile)
 	}
 	return p.phaseTwoError("rollback prepared (read marker)", gid, err)
+}
+
+// Committed implements participants.CommitRecorder: it reports whether the
+// GID's commit marker exists. It exists exactly when a transaction of that
+// GID committed — a one-phase commit (CommitOnePhase) or a prepared branch
+// (COMMIT PREPARED) — and wrote something, for MarkerRetention after the
+// commit (the GC deletes it then: past the retention the answer is false,
+// as for a transaction that never committed, i.e. presumed abort; keep
+// MarkerRetention at least the coordinator's retention). An abort tombstone,
+// a branch still prepared, rolled back or never begun, and a read-only
+// branch all answer false.
+//
+// false is the answer of this moment: a COMMIT still in flight on a lost
+// connection (the server may not have run it yet) is not seen. It reads on
+// the phase-two pool, bounded by PhaseTimeout; failures wrap
+// ErrUnavailable. Without a marker table it returns an error wrapping
+// ErrUnsupported, so that the caller reports the outcome as unknown rather
+// than aborted.
+func (p *Participant) Committed(ctx context.Context, gid string) (bool, error) {
+	if err := ValidateGID(gid); err != nil {
+		return false, fmt.Errorf("postgres %s: committed: %w", p.cfg.Name, err)
+	}
+	if p.marker == "" {
+		return false, fmt.Errorf("postgres %s: committed %s: commit markers are off (MarkerTable is empty), "+
+			"so whether the GID committed cannot be told: %w", p.cfg.Name, gid, participants.ErrUnsupported)
+	}
+	if err := p.checkOpen(); err != nil {
+		return false, fmt.Errorf("committed %s: %w", gid, err)
+	}
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
+	defer cancel()
+	var outcome string
+	err := p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+	switch {
+	case err == nil:
+		return outcome == "c", nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	}
+	return false, fmt.Errorf("postgres %s: committed %s: read the commit marker: %w: %w",
+		p.cfg.Name, gid, participants.ErrUnavailable, err)
 }
 
 // phaseTwoError wraps an error of a phase-two call: 55000 (busy) and

@@ -754,6 +754,10 @@ func TestWithoutMarkers(t *testing.T) {
 	if err := p2.CommitPrepared(bg(t), g1); !errors.Is(err, participants.ErrNotPrepared) {
 		t.Fatalf("CommitPrepared of a committed GID unknown to this process = %v, want ErrNotPrepared", err)
 	}
+	// Nor can Committed: it must not answer false (a presumed abort).
+	if ok, err := p.Committed(bg(t), g1); ok || !errors.Is(err, participants.ErrUnsupported) {
+		t.Fatalf("Committed without markers = %v, %v; want ErrUnsupported", ok, err)
+	}
 	// ... unless it listed the branch in InDoubt before committing it.
 	g3 := testGID(t, "nm")
 	prepare(p, g3)
@@ -838,6 +842,9 @@ func TestMarkerCollection(t *testing.T) {
 	if err := p.CommitPrepared(bg(t), gid); err != nil {
 		t.Fatal(err)
 	}
+	if ok, err := p.Committed(bg(t), gid); !ok || err != nil {
+		t.Fatalf("Committed before collection = %v, %v", ok, err)
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var n int
@@ -855,6 +862,101 @@ func TestMarkerCollection(t *testing.T) {
 	if err := p.CommitPrepared(bg(t), gid); !errors.Is(err, participants.ErrNotPrepared) {
 		t.Fatalf("CommitPrepared after the marker expired = %v, want ErrNotPrepared", err)
 	}
+	// Past MarkerRetention the record is gone: false (presumed abort).
+	if ok, err := p.Committed(bg(t), gid); ok || err != nil {
+		t.Fatalf("Committed after collection = %v, %v; want false", ok, err)
+	}
+}
+
+// TestOnePhaseRecordsCommit: a one-phase commit inserts the GID's marker in
+// its own transaction, whatever the statements' command tags say; a branch
+// that wrote nothing records nothing (and a READ ONLY one still commits);
+// a GID with an abort tombstone cannot commit in one phase.
+func TestOnePhaseRecordsCommit(t *testing.T) {
+	cfg := testConfig(testDSN(t))
+	h := newHarness(t, cfg)
+	p := openTest(t, cfg)
+	defer p.Close()
+	run := func(t *testing.T, gid string, queue bool, ops ...participants.Operation) error {
+		t.Helper()
+		b, err := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range ops {
+			if queue {
+				err = b.(queuer).Queue(op)
+			} else {
+				_, err = b.Execute(bg(t), op)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b.CommitOnePhase(bg(t))
+	}
+	recorded := func(t *testing.T, gid string) bool {
+		t.Helper()
+		ok, err := p.Committed(bg(t), gid)
+		if err != nil {
+			t.Fatalf("Committed(%s): %v", gid, err)
+		}
+		return ok
+	}
+	for _, queue := range []bool{false, true} {
+		name := "executed"
+		if queue {
+			name = "queued"
+		}
+		t.Run(name, func(t *testing.T) {
+			gid := testGID(t, "1pc-w")
+			if err := run(t, gid, queue, h.Write("1pcw-"+gid, "x")); err != nil {
+				t.Fatal(err)
+			}
+			if !recorded(t, gid) {
+				t.Fatal("one-phase write not recorded")
+			}
+			// A data-modifying WITH answers SELECT: still recorded.
+			gid = testGID(t, "1pc-with")
+			if err := run(t, gid, queue, sqlOp(`WITH w AS (INSERT INTO cf_kv (k, v) VALUES ($1, 'x') RETURNING k) SELECT k FROM w`, "1pcwith-"+gid)); err != nil {
+				t.Fatal(err)
+			}
+			if !recorded(t, gid) {
+				t.Fatal("one-phase write through WITH not recorded")
+			}
+			gid = testGID(t, "1pc-ro")
+			if err := run(t, gid, queue, sqlOp("SELECT 1")); err != nil {
+				t.Fatal(err)
+			}
+			if recorded(t, gid) {
+				t.Fatal("a branch that wrote nothing recorded a commit")
+			}
+			gid = testGID(t, "1pc-readonly")
+			if err := run(t, gid, queue, sqlOp("SET TRANSACTION READ ONLY"), sqlOp("SELECT 1")); err != nil {
+				t.Fatalf("one-phase commit of a READ ONLY transaction: %v", err)
+			}
+			if recorded(t, gid) {
+				t.Fatal("a READ ONLY branch recorded a commit")
+			}
+		})
+	}
+	t.Run("Tombstoned", func(t *testing.T) {
+		gid := testGID(t, "1pc-tomb")
+		key := "1pct-" + gid
+		if err := p.RollbackPrepared(bg(t), gid); err != nil { // abort tombstone
+			t.Fatal(err)
+		}
+		err := run(t, gid, false, h.Write(key, "x"))
+		if err == nil || errors.Is(err, participants.ErrAmbiguous) {
+			t.Fatalf("one-phase commit of a tombstoned GID = %v; want a definite failure", err)
+		}
+		if _, ok := h.Committed(t, key); ok {
+			t.Fatal("write of a failed one-phase commit is visible")
+		}
+		if recorded(t, gid) {
+			t.Fatal("tombstone reported as a commit")
+		}
+	})
 }
 
 // TestSerializableConflictVotesNo: write skew between two SERIALIZABLE

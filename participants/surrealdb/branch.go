@@ -673,10 +673,13 @@ func (b *branch) validate(ctx context.Context, pl *plan) error {
 }
 
 // CommitOnePhase implements participants.Branch: one transaction checks
-// versions, touches the lock keys and applies the after-images. A
-// conflict is definite (the transaction rolled back) and wraps ErrConflict;
-// write conflicts SurrealDB calls retryable are retried first (the checks
-// run again each time). A lost connection wraps ErrAmbiguous.
+// versions, touches the lock keys, applies the after-images and writes the
+// GID's done marker (outcome commit), which Participant.Committed reads. A
+// branch that wrote nothing only validates its reads and records nothing.
+// A conflict is definite (the transaction rolled back) and wraps
+// ErrConflict; write conflicts SurrealDB calls retryable are retried first
+// (the checks run again each time). A request that may have reached the
+// server without an answer wraps ErrAmbiguous: Committed tells the outcome.
 func (b *branch) CommitOnePhase(ctx context.Context) error {
 	if err := b.usable(); err != nil {
 		return b.wrap("commit one phase", err)

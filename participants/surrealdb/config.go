@@ -55,6 +55,22 @@ type Config struct {
 	// statement outside one does not detect write conflicts in 3.0.2.
 	GuardTables []string
 
+	// MarkerRetention is how long done markers (commit) and abort
+	// tombstones are kept before the collector deletes them. It must exceed
+	// the longest time a decided transaction can wait for its phase-two
+	// retry, and be at least the coordinator's Retention (how long
+	// GetTransaction answers for a txid; 24h by default): past it,
+	// Committed answers false, and a one-phase commit would be reported as
+	// presumed abort. The default, 25h, is the coordinator's default plus an
+	// hour for clock skew (a marker's time is the server's clock).
+	MarkerRetention time.Duration
+	// MarkerGCInterval is how often the participant deletes markers older
+	// than MarkerRetention (see GC); 0 turns the collector off (then call
+	// GC yourself: every commit, one-phase ones included, writes a marker).
+	// Participants sharing a database share its collection: the shortest
+	// MarkerRetention among them wins, so configure them alike.
+	MarkerGCInterval time.Duration
+
 	// SchemaCacheTTL is how long a table's introspected schema (constraints,
 	// UNIQUE indexes) is trusted. Schema changes must not run while intents
 	// exist on the table.
@@ -104,6 +120,8 @@ func DefaultConfig() Config {
 		IntentTable:         "txc_intent",
 		MarkerTable:         "txc_done",
 		VersionField:        "_txc_version",
+		MarkerRetention:     25 * time.Hour, // ≥ the coordinator's default Retention (24h)
+		MarkerGCInterval:    time.Minute,
 		SchemaCacheTTL:      time.Minute,
 		MaxRecordsPerBranch: 1000,
 		MaxQueryRows:        10000,
@@ -209,6 +227,12 @@ func (c Config) Validate() error {
 			bad("GuardTables", "%q listed twice", t)
 		}
 		seen[t] = true
+	}
+	if c.MarkerRetention <= 0 {
+		bad("MarkerRetention", "%v must be positive", c.MarkerRetention)
+	}
+	if c.MarkerGCInterval < 0 || c.MarkerGCInterval > c.MarkerRetention {
+		bad("MarkerGCInterval", "%v must be in [0, MarkerRetention (%v)] (0: no automatic collection)", c.MarkerGCInterval, c.MarkerRetention)
 	}
 	if c.SchemaCacheTTL <= 0 {
 		bad("SchemaCacheTTL", "%v must be positive", c.SchemaCacheTTL)

@@ -42,6 +42,9 @@ func TestConfigValidate(t *testing.T) {
 		{"GuardTables", func(c *Config) { c.GuardTables = []string{c.IntentTable} }},
 		{"GuardTables", func(c *Config) { c.GuardTables = []string{"a", "a"} }},
 		{"GuardTables", func(c *Config) { c.GuardTables = []string{"x;y"} }},
+		{"MarkerRetention", func(c *Config) { c.MarkerRetention = 0 }},
+		{"MarkerGCInterval", func(c *Config) { c.MarkerGCInterval = -time.Second }},
+		{"MarkerGCInterval", func(c *Config) { c.MarkerGCInterval = c.MarkerRetention + time.Second }},
 		{"SchemaCacheTTL", func(c *Config) { c.SchemaCacheTTL = 0 }},
 		{"MaxRecordsPerBranch", func(c *Config) { c.MaxRecordsPerBranch = 0 }},
 		{"MaxQueryRows", func(c *Config) { c.MaxQueryRows = 0 }},
@@ -54,6 +57,19 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
 			t.Errorf("mutating %s: Validate() = %v, want an error naming the field", tc.field, err)
 		}
+	}
+}
+
+// The default marker retention covers the coordinator's default retention
+// (24h), so GetTransaction never outlives the record Committed reads.
+func TestDefaultMarkerRetention(t *testing.T) {
+	if r := DefaultConfig().MarkerRetention; r < 24*time.Hour {
+		t.Fatalf("default MarkerRetention %v is shorter than the coordinator's default retention (24h)", r)
+	}
+	c := validConfig()
+	c.MarkerGCInterval = 0 // no automatic collection
+	if err := c.Validate(); err != nil {
+		t.Fatalf("MarkerGCInterval 0: %v", err)
 	}
 }
 

@@ -3,8 +3,8 @@
 //
 // The package has few exported types: Config (with DefaultConfig and
 // Validate), Participant (Open; it implements participants.Participant and
-// adds GC), TestingKnobs and ErrProtocolViolation. Branches are returned as
-// participants.Branch.
+// participants.CommitRecorder, and adds GC), TestingKnobs and
+// ErrProtocolViolation. Branches are returned as participants.Branch.
 //
 // # How a branch works
 //
@@ -32,8 +32,17 @@
 // after-images, deletes the intent and writes a done marker;
 // RollbackPrepared deletes the locks and the intent and writes an abort
 // tombstone, so a late Prepare of the GID votes NO. Both are idempotent and
-// retry write conflicts. GC deletes old markers. InDoubt lists intents by
-// GID prefix with a range scan on the intent ids.
+// retry write conflicts. InDoubt lists intents by GID prefix with a range
+// scan on the intent ids.
+//
+// CommitOnePhase is one transaction that checks versions, touches the lock
+// keys, applies the after-images and writes a done marker too. So every
+// commit of a GID leaves its marker, atomically with the commit, and
+// Committed (participants.CommitRecorder) can tell whether a GID committed
+// — how the coordinator answers for a one-phase commit, for which it logs
+// no decision. Markers are deleted after Config.MarkerRetention by a
+// collector (GC every Config.MarkerGCInterval); past it Committed answers
+// false.
 //
 // # Rules for the database
 //

@@ -810,6 +810,9 @@ func TestIntegrationRepeatedPrepare(t *testing.T) {
 
 func TestIntegrationGC(t *testing.T) {
 	cfg := integrationConfig(t)
+	// Its own marker table: collecting with a clock two hours ahead would
+	// delete every marker of other runs sharing the database.
+	cfg.MarkerTable = tempTable(t, "txc_done_gc")
 	now := time.Now()
 	var offset atomic.Int64
 	cfg.Knobs = &TestingKnobs{Now: func() time.Time { return now.Add(time.Duration(offset.Load())) }}
@@ -835,6 +838,115 @@ func TestIntegrationGC(t *testing.T) {
 	}
 	if err := p.CommitPrepared(ctx, gid); !errors.Is(err, participants.ErrNotPrepared) {
 		t.Fatalf("CommitPrepared after its marker was collected = %v, want ErrNotPrepared", err)
+	}
+	// Past the retention the record is gone: false (presumed abort).
+	if ok, err := p.Committed(ctx, gid); ok || err != nil {
+		t.Fatalf("Committed after its marker was collected = %v, %v; want false", ok, err)
+	}
+}
+
+// TestIntegrationMarkerCollector: the participant collects markers older
+// than MarkerRetention by itself; younger ones stay.
+func TestIntegrationMarkerCollector(t *testing.T) {
+	cfg := integrationConfig(t)
+	cfg.MarkerTable = tempTable(t, "txc_done_col") // see TestIntegrationGC
+	cfg.MarkerRetention = time.Hour
+	cfg.MarkerGCInterval = 50 * time.Millisecond
+	var offset atomic.Int64
+	cfg.Knobs = &TestingKnobs{Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
+	p := openTest(t, cfg)
+	ctx := testCtx(t)
+	gid := unique("it:col") + ":1"
+	b := mustBegin(t, p, gid, participants.BranchOptions{})
+	mustExec(t, b, upsert(participants.RecordID{Table: tempTable(t, "col"), ID: int64(1)}, map[string]any{"n": int64(1)}))
+	if err := b.CommitOnePhase(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // several collections
+	if ok, err := p.Committed(ctx, gid); !ok || err != nil {
+		t.Fatalf("Committed of a marker younger than the retention = %v, %v", ok, err)
+	}
+	offset.Store(int64(2 * time.Hour))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, err := p.Committed(ctx, gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the collector did not delete a marker older than the retention")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestIntegrationOnePhaseRecordsCommit: a one-phase commit writes the GID's
+// done marker in its own transaction; one that wrote nothing records
+// nothing; a GID with an abort tombstone cannot commit in one phase, and
+// its writes stay invisible.
+func TestIntegrationOnePhaseRecordsCommit(t *testing.T) {
+	p := openTest(t, integrationConfig(t))
+	ctx := testCtx(t)
+	tbl := tempTable(t, "opr")
+	committed := func(gid string) bool {
+		t.Helper()
+		ok, err := p.Committed(ctx, gid)
+		if err != nil {
+			t.Fatalf("Committed(%s): %v", gid, err)
+		}
+		return ok
+	}
+
+	gid := unique("it:opr") + ":1"
+	b := mustBegin(t, p, gid, participants.BranchOptions{})
+	mustExec(t, b, upsert(participants.RecordID{Table: tbl, ID: int64(1)}, map[string]any{"n": int64(1)}))
+	if committed(gid) {
+		t.Fatal("recorded before the commit")
+	}
+	if err := b.CommitOnePhase(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !committed(gid) {
+		t.Fatal("one-phase commit not recorded")
+	}
+	// The marker is the same done marker CommitPrepared writes: a stray
+	// commit of the GID is a no-op, a rollback is refused.
+	if err := p.CommitPrepared(ctx, gid); err != nil {
+		t.Fatalf("CommitPrepared of a one-phase GID = %v, want nil", err)
+	}
+	if err := p.RollbackPrepared(ctx, gid); !errors.Is(err, ErrProtocolViolation) {
+		t.Fatalf("RollbackPrepared of a one-phase GID = %v, want ErrProtocolViolation", err)
+	}
+
+	ro := unique("it:opr") + ":ro"
+	b = mustBegin(t, p, ro, participants.BranchOptions{})
+	mustExec(t, b, participants.Operation{Kind: participants.OpRead, Record: participants.RecordID{Table: tbl, ID: int64(1)}})
+	if err := b.CommitOnePhase(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if committed(ro) {
+		t.Fatal("a branch that wrote nothing recorded a commit")
+	}
+
+	tomb := unique("it:opr") + ":tomb"
+	if err := p.RollbackPrepared(ctx, tomb); err != nil {
+		t.Fatal(err)
+	}
+	rid := participants.RecordID{Table: tbl, ID: int64(2)}
+	b = mustBegin(t, p, tomb, participants.BranchOptions{})
+	mustExec(t, b, upsert(rid, map[string]any{"n": int64(2)}))
+	err := b.CommitOnePhase(ctx)
+	if err == nil || errors.Is(err, participants.ErrAmbiguous) {
+		t.Fatalf("one-phase commit of a tombstoned GID = %v, want a definite failure", err)
+	}
+	if v := readField(t, p, rid, "n"); v != nil {
+		t.Fatalf("write of a failed one-phase commit is visible: %v", v)
+	}
+	if committed(tomb) {
+		t.Fatal("tombstone reported as a commit")
 	}
 }
 

@@ -42,9 +42,17 @@ type Participant struct {
 	commitSlots chan struct{}
 	closed      chan struct{}
 	closeOnce   sync.Once
+
+	// lifetime is canceled by Close: the marker collector stops (gcDone).
+	lifetime context.Context
+	stop     context.CancelFunc
+	gcDone   chan struct{}
 }
 
-var _ participants.Participant = (*Participant)(nil)
+var (
+	_ participants.Participant    = (*Participant)(nil)
+	_ participants.CommitRecorder = (*Participant)(nil)
+)
 
 // Open validates cfg, connects (one connection, to fail fast on a wrong URL
 // or credentials), creates the adapter's tables if missing and installs
@@ -77,8 +85,41 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Participant, e
 		p.pool.close()
 		return nil, fmt.Errorf("surrealdb %s: open: %w", cfg.Name, err)
 	}
+	p.lifetime, p.stop = context.WithCancel(context.Background())
+	p.gcDone = make(chan struct{})
+	if cfg.MarkerGCInterval > 0 {
+		go p.collectMarkers()
+	} else {
+		close(p.gcDone)
+	}
 	logger.Info("surrealdb participant open", "config", cfg)
 	return p, nil
+}
+
+// collectMarkers runs GC with Config.MarkerRetention every
+// Config.MarkerGCInterval until Close. Participants (and coordinator nodes)
+// sharing a database collect the same markers; a write conflict between
+// them only postpones a deletion to the next run.
+func (p *Participant) collectMarkers() {
+	defer close(p.gcDone)
+	t := time.NewTicker(p.cfg.MarkerGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.lifetime.Done():
+			return
+		case <-t.C:
+		}
+		_, err := p.GC(p.lifetime, p.cfg.MarkerRetention)
+		var se *stmtError
+		switch {
+		case err == nil, p.lifetime.Err() != nil:
+		case errors.As(err, &se) && se.isRetryableConflict():
+			p.logger.Debug("marker collection conflicted; next run retries", "error", err)
+		default:
+			p.logger.Warn("marker collection failed", "error", err)
+		}
+	}
 }
 
 // Name implements participants.Participant.
@@ -90,7 +131,13 @@ func (p *Participant) Kind() participants.Kind { return participants.KindSurreal
 // Close closes the connections. Prepared branches (intents and locks in the
 // database) survive it. Branches still open fail on their next call.
 func (p *Participant) Close() error {
-	p.closeOnce.Do(func() { close(p.closed) })
+	p.closeOnce.Do(func() {
+		close(p.closed)
+		if p.stop != nil {
+			p.stop()
+			<-p.gcDone
+		}
+	})
 	p.pool.close()
 	return nil
 }
@@ -360,6 +407,41 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	return nil
 }
 
+// Committed implements participants.CommitRecorder: it reports whether the
+// GID's done marker says commit. The marker is written in the same text
+// transaction as the commit itself — by CommitPrepared and by
+// CommitOnePhase of a branch that wrote something — so it exists exactly
+// when that commit happened. An abort tombstone, an intent still prepared,
+// a branch rolled back or never begun, and a read-only branch all answer
+// false; so does a commit whose marker GC deleted (older than
+// Config.MarkerRetention: the answer then falls back to presumed abort).
+//
+// false is the answer of this moment: a commit request still running at the
+// server (sent on a connection that lost its answer) is not seen. One
+// request, bounded by Config.CallTimeout; failures wrap ErrUnavailable.
+func (p *Participant) Committed(ctx context.Context, gid string) (bool, error) {
+	if err := validGID(gid); err != nil {
+		return false, fmt.Errorf("surrealdb %s: committed: %w", p.cfg.Name, err)
+	}
+	q, err := p.pool.query(ctx, "SELECT VALUE outcome FROM ONLY type::record($txc_mt, $txc_g)",
+		map[string]any{"txc_mt": p.tbl.marker, "txc_g": gid})
+	if err != nil {
+		return false, fmt.Errorf("surrealdb %s: committed %s: %w", p.cfg.Name, gid, phaseTwoError(err))
+	}
+	if errs := q.errors(); len(errs) > 0 {
+		// The marker table is defined at Open; a missing one means markers
+		// were removed, so "not recorded" would not mean "did not commit".
+		return false, fmt.Errorf("surrealdb %s: committed %s: read the done marker: %w: %w",
+			p.cfg.Name, gid, participants.ErrUnavailable, errs[0])
+	}
+	var outcome any
+	if err := q.last(&outcome); err != nil {
+		return false, fmt.Errorf("surrealdb %s: committed %s: decode the done marker: %w: %w",
+			p.cfg.Name, gid, participants.ErrUnavailable, err)
+	}
+	return outcome == "commit", nil
+}
+
 // retry runs attempt until it succeeds, fails for good, or asks for a retry
 // more than Config.PhaseTwoRetries times (the error then is the last one,
 // which carries its class). Backoff doubles from RetryBackoff to
@@ -451,10 +533,13 @@ func (p *Participant) InDoubt(ctx context.Context, prefix string) ([]participant
 }
 
 // GC deletes done markers and abort tombstones older than olderThan and
-// returns how many it deleted. Run it with a retention far longer than any
-// transaction can stay undecided: a tombstone deleted too early lets a very
-// late Prepare of an aborted GID vote YES, and a commit marker deleted too
-// early turns a repeated CommitPrepared into ErrNotPrepared.
+// returns how many it deleted. The participant runs it itself with
+// Config.MarkerRetention every Config.MarkerGCInterval. Run it with a
+// retention far longer than any transaction can stay undecided: a tombstone
+// deleted too early lets a very late Prepare of an aborted GID vote YES, a
+// commit marker deleted too early turns a repeated CommitPrepared into
+// ErrNotPrepared and makes Committed answer false (the coordinator would
+// then report a one-phase commit as presumed abort).
 func (p *Participant) GC(ctx context.Context, olderThan time.Duration) (int, error) {
 	if olderThan <= 0 {
 		return 0, fmt.Errorf("%w: GC retention %v must be positive", participants.ErrBadOperation, olderThan)

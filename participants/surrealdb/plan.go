@@ -287,16 +287,24 @@ func buildPrepare(t tables, name string, p *plan) *script {
 }
 
 // buildOnePhase builds the one-phase commit: one transaction that checks
-// versions, touches every lock key (CREATE fails if a prepared branch holds
-// it; writing the key also makes a concurrent prepare of the same record
-// conflict) and applies the after-images.
+// the GID is not finished, checks versions, touches every lock key (CREATE
+// fails if a prepared branch holds it; writing the key also makes a
+// concurrent prepare of the same record conflict), applies the
+// after-images and CREATEs the GID's done marker (outcome commit). The
+// marker commits with the writes or not at all, so Committed can tell a
+// one-phase commit whose answer was lost from one that did not happen. A
+// GID that already has a marker (an abort tombstone, or reuse) fails the
+// check and the transaction commits nothing.
 func buildOnePhase(t tables, p *plan) *script {
 	s := newScript()
 	gid := s.param(p.gid)
 	lockTable := s.param(t.lock)
+	marker := s.param(t.marker)
 	absent := s.param(versionAbsent)
 	s.defineMissing(p)
 	s.begin()
+	s.stmt(roleCheck, -1, "IF (SELECT VALUE outcome FROM ONLY type::record(%s, %s)) != NONE { THROW %s }",
+		marker, gid, s.param(markerFinished))
 	for i, c := range p.checks {
 		s.versionCheck(t, i, c, absent)
 	}
@@ -308,6 +316,7 @@ func buildOnePhase(t tables, p *plan) *script {
 	for _, w := range p.writes {
 		s.apply(w)
 	}
+	s.stmt(roleOther, -1, "CREATE type::record(%s, %s) CONTENT { outcome: 'commit', one_phase: true, at: time::now() }", marker, gid)
 	s.commit()
 	return s
 }

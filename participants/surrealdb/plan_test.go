@@ -141,11 +141,15 @@ func TestBuildOnePhaseTouchesLocks(t *testing.T) {
 	r.version, r.written, r.after = "V1", true, map[string]any{"n": int64(1)}
 	p := makePlan("g:1", "NEWV", testVersionField, []*record{r}, map[string]*tableSchema{}, false)
 	text := buildOnePhase(testTables(), p).text()
+	f := strings.Index(text, "SELECT VALUE outcome FROM ONLY")
 	c := strings.Index(text, "CREATE type::record(")
 	d := strings.Index(text, "DELETE type::record(")
 	u := strings.Index(text, "UPSERT ")
-	if c < 0 || d < c || u < d || !strings.HasPrefix(text, "BEGIN") {
-		t.Fatalf("one-phase must check, create+delete each lock, then apply:\n%s", text)
+	m := strings.Index(text, "outcome: 'commit'")
+	e := strings.Index(text, "COMMIT TRANSACTION")
+	if f < 0 || c < f || d < c || u < d || m < u || e < m || !strings.HasPrefix(text, "BEGIN") {
+		t.Fatalf("one-phase must check the GID is not finished, create+delete each lock, apply, "+
+			"then write the commit marker, all in the transaction:\n%s", text)
 	}
 }
 
