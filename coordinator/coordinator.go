@@ -709,7 +709,7 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 		}
 		return info, nil
 	}
-	if recent != nil && recent.Outcome != OutcomeCommitted {
+	if recent != nil {
 		return recent, nil
 	}
 	if created := txidTime(txid); c.now().Sub(created) > c.cfg.Retention {
@@ -718,8 +718,45 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 	if created := txidTime(txid); created.After(c.now().Add(time.Minute)) {
 		return nil, fmt.Errorf("%w: %s was not created by this cluster (its time is in the future)", ErrNotFound, txid)
 	}
-	return &TxInfo{TxID: txid, State: StateAborted, Outcome: OutcomeAborted, Presumed: true, CreatedAt: txidTime(txid),
-		Error: "no commit decision was logged: presumed abort"}, nil
+	// No decision is logged. A two-phase transaction without one is aborted
+	// (presumed abort), but a one-phase commit logs no decision either: only
+	// its participant knows. Ask every participant whether the GID committed.
+	info := &TxInfo{TxID: txid, CreatedAt: txidTime(txid)}
+	for _, name := range c.participantList() {
+		p := c.parts[name]
+		rec, ok := participants.Capability[participants.CommitRecorder](p)
+		if !ok {
+			info.State, info.Outcome = StateInDoubt, OutcomeUnknown
+			info.Error = fmt.Sprintf("no decision is logged and participant %q cannot tell whether a one-phase commit happened", name)
+			return info, nil
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		committed, err := rec.Committed(cctx, c.GID(txid, name))
+		cancel()
+		if err != nil {
+			info.State, info.Outcome = StateInDoubt, OutcomeUnknown
+			info.Error = fmt.Sprintf("no decision is logged and participant %q could not be asked about a one-phase commit: %v", name, err)
+			return info, nil
+		}
+		if committed {
+			info.State, info.Outcome = StateCommitted, OutcomeCommitted
+			info.Branches = []BranchInfo{{Participant: name, GID: c.GID(txid, name), State: BranchCommitted}}
+			info.Error = ""
+			return info, nil
+		}
+	}
+	info.State, info.Outcome, info.Presumed = StateAborted, OutcomeAborted, true
+	info.Error = "no commit decision was logged and no participant recorded a commit: presumed abort"
+	return info, nil
+}
+
+func (c *Coordinator) participantList() []string {
+	names := make([]string, 0, len(c.parts))
+	for n := range c.parts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 func recordInfo(rec *wal.Record, c *Coordinator) *TxInfo {

@@ -83,6 +83,12 @@ func (f *fakeParticipant) RollbackPrepared(_ context.Context, gid string) error 
 	return nil
 }
 
+func (f *fakeParticipant) Committed(_ context.Context, gid string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.committed[gid], nil
+}
+
 func (f *fakeParticipant) InDoubt(_ context.Context, prefix string) ([]participants.InDoubtBranch, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -577,5 +583,29 @@ func TestReconcileStoreWithSnapshot(t *testing.T) {
 	ahead.ApplyBatch([]wal.Entry{{Index: 99, Data: wal.Command{Type: wal.CmdDone}.Encode()}})
 	if err := reconcileStore(ahead, logs, snaps, logger); err == nil || !strings.Contains(err.Error(), "ahead of the Raft log") {
 		t.Fatalf("a store ahead of the log must be refused: %v", err)
+	}
+}
+
+// A one-phase commit logs no decision: after the node forgot it (another
+// leader, a restart), GetTransaction asks the participants and answers
+// COMMITTED, never presumed abort.
+func TestOnePhaseOutcomeFromParticipant(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	ctx := context.Background()
+	txid := h.begin(t, write("a"))
+	if err := h.c.Commit(ctx, txid); err != nil {
+		t.Fatal(err)
+	}
+	h.c.mu.Lock()
+	delete(h.c.recent, txid) // as on a node that did not run it
+	h.c.mu.Unlock()
+	info, err := h.c.GetTransaction(ctx, txid)
+	if err != nil || info.Outcome != OutcomeCommitted || info.Presumed {
+		t.Fatalf("one-phase commit reported as %+v (%v)", info, err)
+	}
+	aborted := h.c.newTxID()
+	info, err = h.c.GetTransaction(ctx, aborted)
+	if err != nil || info.Outcome != OutcomeAborted || !info.Presumed {
+		t.Fatalf("unknown txid: %+v (%v)", info, err)
 	}
 }
