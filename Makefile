@@ -45,6 +45,7 @@ test: build db-up
 	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
 	$(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-short
+	$(MAKE) chaos-short
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \
