@@ -146,10 +146,25 @@ type InDoubtBranch struct {
 // say whether a GID committed. The coordinator logs no decision for a
 // one-phase transaction, so this is how GetTransaction answers for one
 // after the node that ran it is gone.
+//
+// Committed is a fence, not a read: after Committed returns false, the GID
+// can no longer commit at this participant.
 type CommitRecorder interface {
-	// Committed reports whether gid committed. false with a nil error means
-	// no commit of gid is recorded (it did not commit, or its record was
-	// garbage-collected after the adapter's retention).
+	// Committed reports whether gid committed. true means a commit of gid
+	// is recorded. Otherwise it first records durably that gid is aborted
+	// (an abort tombstone), so that any later commit of gid — and any
+	// concurrent one that has not committed yet, such as a one-phase
+	// COMMIT still running at the server after its connection was cut —
+	// fails, and a later Prepare of gid votes NO; only then does it return
+	// false. So after Committed returns false, the GID can no longer
+	// commit: false is final, not "not committed yet".
+	//
+	// When the participant cannot give a final answer — a transaction of
+	// gid is prepared or still committing and does not finish within the
+	// adapter's bounds, or the database cannot be reached — it returns an
+	// error (wrapping ErrUnavailable where it is transient) and never
+	// guesses. false with a nil error also follows when gid's record was
+	// garbage-collected after the adapter's retention.
 	Committed(ctx context.Context, gid string) (bool, error)
 }
 

@@ -15,7 +15,9 @@
 // READ_ONLY votes and the ErrBranchDone/ErrBranchFailed states. Adapters
 // with the optional participants.CommitRecorder capability are checked for
 // it too (Committed after one-phase and two-phase commits, and after
-// rollbacks); for adapters without it those cases are skipped.
+// rollbacks; no answer while a branch is prepared; Committed as a fence:
+// after it answered false, a one-phase commit of the GID fails definitely
+// and a prepare votes NO); for adapters without it those cases are skipped.
 //
 // Every run uses a random GID prefix and random keys, so runs against the
 // same database never collide, and it rolls back whatever its own GIDs left
@@ -112,6 +114,8 @@ func Run(t *testing.T, h Harness) {
 	t.Run("NotCommittedAfterRollback", s.notCommittedRolledBack)
 	t.Run("CommittedAfterCommitPrepared", s.committedTwoPhase)
 	t.Run("NotCommittedAfterRollbackPrepared", s.notCommittedRollbackPrepared)
+	t.Run("CommittedFalseFencesOnePhaseCommit", s.fenceOnePhase)
+	t.Run("CommittedFalseFencesPrepare", s.fencePrepare)
 }
 
 type suite struct {
@@ -703,7 +707,13 @@ func (s *suite) committedTwoPhase(t *testing.T) {
 	recorder(t, s.p)
 	k, gid := s.key("rec2pc"), s.gid("rec2pc")
 	s.writePrepared(t, s.p, gid, k, "v1")
-	wantRecorded(t, s.p, gid, false)
+	// Prepared, not decided: Committed has no final answer yet. false would
+	// fence a branch that may still commit; true would be a guess.
+	if got, err := recorder(t, s.p).Committed(ctx(t), gid); err == nil {
+		t.Fatalf("Committed(%s) of a prepared branch = %v, nil; want an error (not decided yet)", gid, got)
+	} else if !errors.Is(err, participants.ErrUnavailable) {
+		t.Fatalf("Committed(%s) of a prepared branch: %v; want an error wrapping ErrUnavailable", gid, err)
+	}
 	if err := s.p.CommitPrepared(ctx(t), gid); err != nil {
 		t.Fatalf("CommitPrepared(%s): %v", gid, err)
 	}
@@ -737,6 +747,64 @@ func (s *suite) notCommittedRollbackPrepared(t *testing.T) {
 	wantRecorded(t, p2, gid, false)
 	wantRecorded(t, p2, unknown, false)
 	s.wantAbsent(t, k)
+}
+
+// fenceOnePhase: Committed is a fence. After it answered false for a GID,
+// a one-phase commit of that GID fails definitely (not ErrAmbiguous) and
+// commits nothing, and the answer stays false.
+func (s *suite) fenceOnePhase(t *testing.T) {
+	recorder(t, s.p)
+	k, gid := s.key("fence1pc"), s.gid("fence1pc")
+	b := s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	wantRecorded(t, s.p, gid, false)
+	err := b.CommitOnePhase(ctx(t))
+	if err == nil || errors.Is(err, participants.ErrAmbiguous) {
+		t.Fatalf("CommitOnePhase(%s) after Committed answered false = %v; want a definite failure", gid, err)
+	}
+	_ = b.Rollback(ctx(t))
+	s.wantAbsent(t, k)
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	wantRecorded(t, p2, gid, false)
+	wantRecorded(t, s.p, gid, false)
+
+	// The same with a branch begun after the fence.
+	k, gid = s.key("fence1pc_late"), s.gid("fence1pc_late")
+	wantRecorded(t, s.p, gid, false)
+	b = s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	if err := b.CommitOnePhase(ctx(t)); err == nil || errors.Is(err, participants.ErrAmbiguous) {
+		t.Fatalf("CommitOnePhase(%s) of a GID begun after Committed answered false = %v; want a definite failure", gid, err)
+	}
+	_ = b.Rollback(ctx(t))
+	s.wantAbsent(t, k)
+	wantRecorded(t, s.p, gid, false)
+}
+
+// fencePrepare: after Committed answered false for a GID, a prepare of that
+// GID votes NO and leaves nothing prepared.
+func (s *suite) fencePrepare(t *testing.T) {
+	recorder(t, s.p)
+	k, gid := s.key("fence2pc"), s.gid("fence2pc")
+	b := s.begin(t, s.p, gid)
+	mustExec(t, b, s.h.Write(k, "v1"))
+	wantRecorded(t, s.p, gid, false)
+	v, err := b.Prepare(ctx(t))
+	if v == participants.VoteYes {
+		_ = s.p.RollbackPrepared(ctx(t), gid)
+		t.Fatalf("Prepare(%s) after Committed answered false voted YES", gid)
+	}
+	if v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
+		t.Fatalf("Prepare(%s) after Committed answered false = %v, %v; want NO wrapping ErrVoteNo", gid, v, err)
+	}
+	_ = b.Rollback(ctx(t))
+	s.wantAbsent(t, k)
+	s.wantNotInDoubt(t, s.p, gid)
+	if err := s.p.CommitPrepared(ctx(t), gid); !errors.Is(err, participants.ErrNotPrepared) {
+		t.Fatalf("CommitPrepared(%s) of a fenced GID = %v; want ErrNotPrepared", gid, err)
+	}
+	wantRecorded(t, s.p, gid, false)
 }
 
 // cleanup rolls back whatever this run left prepared, through a fresh

@@ -441,7 +441,7 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 		b.state = stateDone
 		b.rollbackAndRelease()
 		if hasCode(err, codeUniqueViolation) {
-			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (rolled back by RollbackPrepared, or reused): %w: %w",
+			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (an abort tombstone of RollbackPrepared or Committed, or reuse): %w: %w",
 				participants.ErrVoteNo, err)
 		}
 		return participants.VoteNo, b.voteNo("record marker", err)
@@ -562,7 +562,7 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 		switch {
 		case definiteServerError(markerErr) && hasCode(markerErr, codeUniqueViolation):
 			b.rollbackAndRelease()
-			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (rolled back by RollbackPrepared, or reused): %w: %w",
+			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (an abort tombstone of RollbackPrepared or Committed, or reuse): %w: %w",
 				participants.ErrVoteNo, markerErr)
 		case definiteServerError(markerErr):
 			// The server refused the insert: PREPARE was skipped.
@@ -650,7 +650,8 @@ func (b *branch) voteNo(step string, err error) error {
 //     unsent; wraps ErrUnavailable), or the server answered a statement, the
 //     marker insert or COMMIT with an ERROR — deferred constraints wrap
 //     ErrConstraint, serialization failures ErrConflict, a GID that already
-//     has a marker (an abort tombstone, or reuse) neither;
+//     has a marker (an abort tombstone of RollbackPrepared or of the
+//     Committed fence, or reuse) neither;
 //   - ErrAmbiguous for anything else once the batch may have been written:
 //     a connection lost or an answer that never came (whatever
 //     pgconn.SafeToRetry says), the context ended. Committed(gid) tells
@@ -720,7 +721,7 @@ func (b *branch) CommitOnePhase(ctx context.Context) error {
 		case definiteServerError(merr) && hasCode(merr, codeUniqueViolation):
 			br.Close()
 			b.rollbackAndRelease()
-			return b.errorf("commit", "the GID already has a marker (rolled back by RollbackPrepared, or reused), rolled back: %w", merr)
+			return b.errorf("commit", "the GID already has a marker (an abort tombstone of RollbackPrepared or Committed, or reuse), rolled back: %w", merr)
 		case definiteServerError(merr):
 			br.Close()
 			b.rollbackAndRelease()

@@ -367,8 +367,14 @@ func TestLostPrepareAnswer(t *testing.T) {
 				if prepared := len(list) == 1; prepared != (mode == cutAnswer) {
 					t.Fatalf("InDoubt(%s) = %v after the %s", gid, list, mode)
 				}
-				if s.committed(t, gid) {
-					t.Fatalf("Committed(%s) = true for a branch that is at most prepared", gid)
+				if mode == cutAnswer {
+					// Prepared, undecided: the fence waits for the branch's
+					// marker row, up to LockTimeout, and gives no answer.
+					if ok, err := s.direct.Committed(bg(t), gid); err == nil || !errors.Is(err, participants.ErrUnavailable) {
+						t.Fatalf("Committed(%s) of a prepared branch = %v, %v; want an error wrapping ErrUnavailable", gid, ok, err)
+					}
+				} else if s.committed(t, gid) {
+					t.Fatalf("Committed(%s) = true for a branch that was never prepared", gid)
 				}
 				if mode == cutAnswer && path == "pipelined" {
 					// Had the decision been commit (it cannot be after a NO, but

@@ -46,7 +46,10 @@
 // TRANSACTION (visible once COMMIT PREPARED ran), a one-phase commit before
 // COMMIT, in the same round trip. Committed reads it, so the coordinator
 // can tell a one-phase commit whose answer was lost (it logs no decision
-// for one) from one that never happened. Markers are kept MarkerRetention;
+// for one) from one that never happened. Committed is a fence: without a
+// commit marker it inserts an abort tombstone before answering false, so
+// a COMMIT still in flight for that GID fails its marker insert and a late
+// PREPARE votes NO — false stays true. Markers are kept MarkerRetention;
 // after that Committed answers false. Without markers Committed returns an
 // error wrapping ErrUnsupported: the adapter cannot tell.
 //
@@ -529,19 +532,32 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	return p.phaseTwoError("rollback prepared (read marker)", gid, err)
 }
 
-// Committed implements participants.CommitRecorder: it reports whether the
-// GID's commit marker exists. It exists exactly when a transaction of that
-// GID committed — a one-phase commit (CommitOnePhase) or a prepared branch
-// (COMMIT PREPARED) — and wrote something, for MarkerRetention after the
-// commit (the GC deletes it then: past the retention the answer is false,
-// as for a transaction that never committed, i.e. presumed abort; keep
-// MarkerRetention at least the coordinator's retention). An abort tombstone,
-// a branch still prepared, rolled back or never begun, and a read-only
-// branch all answer false.
+// Committed implements participants.CommitRecorder as a fence: it answers
+// true when the GID's commit marker exists, and otherwise first inserts an
+// abort tombstone for the GID and only then answers false, so that the GID
+// can no longer commit. The commit marker exists exactly when a transaction
+// of that GID committed — a one-phase commit (CommitOnePhase) or a prepared
+// branch (COMMIT PREPARED) — and wrote something, for MarkerRetention after
+// the commit (the GC deletes it then: past the retention the answer is
+// false, as for a transaction that never committed, i.e. presumed abort;
+// keep MarkerRetention at least the coordinator's retention).
 //
-// false is the answer of this moment: a COMMIT still in flight on a lost
-// connection (the server may not have run it yet) is not seen. It reads on
-// the phase-two pool, bounded by PhaseTimeout; failures wrap
+// The tombstone is INSERT ... ON CONFLICT (gid) DO NOTHING, then the row is
+// read back in a new statement (a new snapshot):
+//   - no row: the tombstone is in; a later or still running one-phase
+//     commit of the GID fails its marker insert (unique violation: a
+//     definite failure, nothing committed), and a later PREPARE votes NO;
+//   - a row written by a transaction still in progress — a one-phase commit
+//     whose COMMIT has not run yet, or a branch that recorded its marker
+//     and is (being) prepared: the insert waits for it, bounded by
+//     LockTimeout (and StatementTimeout, PhaseTimeout); when it ends the
+//     answer follows it (committed: true; rolled back: the tombstone goes
+//     in, false), and when the wait times out the error wraps
+//     ErrUnavailable: the outcome is not decided yet, so there is no answer;
+//   - a committed row: its outcome ('c' true, 'a' false).
+//
+// A read-only branch records nothing and answers false (it has nothing to
+// commit). It runs on the phase-two pool; every failure wraps
 // ErrUnavailable. Without a marker table it returns an error wrapping
 // ErrUnsupported, so that the caller reports the outcome as unknown rather
 // than aborted.
@@ -558,16 +574,31 @@ func (p *Participant) Committed(ctx context.Context, gid string) (bool, error) {
 	}
 	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, time.Time{})
 	defer cancel()
-	var outcome string
-	err := p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
-	switch {
-	case err == nil:
-		return outcome == "c", nil
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil
+	// Two rounds at most: the row read back can only be missing if the
+	// collector deleted it in between; fence again then.
+	for range 2 {
+		tag, err := p.phase.Exec(ctx, `INSERT INTO `+p.marker+` (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING`, gid)
+		if err != nil {
+			return false, fmt.Errorf("postgres %s: committed %s: write the abort tombstone (a transaction of this GID "+
+				"may still be committing or be prepared): %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
+		}
+		if tag.RowsAffected() == 1 {
+			p.log.Debug("committed: no commit marker, abort tombstone written", slog.String("gid", gid))
+			return false, nil
+		}
+		var outcome string
+		err = p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
+		switch {
+		case err == nil:
+			return outcome == "c", nil
+		case errors.Is(err, pgx.ErrNoRows):
+			continue
+		}
+		return false, fmt.Errorf("postgres %s: committed %s: read the commit marker: %w: %w",
+			p.cfg.Name, gid, participants.ErrUnavailable, err)
 	}
-	return false, fmt.Errorf("postgres %s: committed %s: read the commit marker: %w: %w",
-		p.cfg.Name, gid, participants.ErrUnavailable, err)
+	return false, fmt.Errorf("postgres %s: committed %s: the marker row kept disappearing: %w",
+		p.cfg.Name, gid, participants.ErrUnavailable)
 }
 
 // phaseTwoError wraps an error of a phase-two call: 55000 (busy) and

@@ -40,7 +40,10 @@
 // commit of a GID leaves its marker, atomically with the commit, and
 // Committed (participants.CommitRecorder) can tell whether a GID committed
 // — how the coordinator answers for a one-phase commit, for which it logs
-// no decision. Markers are deleted after Config.MarkerRetention by a
+// no decision. Committed is a fence: without a done marker it writes an
+// abort tombstone before answering false, so the GID can no longer commit
+// (a concurrent one-phase commit conflicts on the marker key: the first to
+// commit wins). Markers are deleted after Config.MarkerRetention by a
 // collector (GC every Config.MarkerGCInterval); past it Committed answers
 // false.
 //

@@ -407,39 +407,61 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	return nil
 }
 
-// Committed implements participants.CommitRecorder: it reports whether the
-// GID's done marker says commit. The marker is written in the same text
-// transaction as the commit itself — by CommitPrepared and by
-// CommitOnePhase of a branch that wrote something — so it exists exactly
-// when that commit happened. An abort tombstone, an intent still prepared,
-// a branch rolled back or never begun, and a read-only branch all answer
-// false; so does a commit whose marker GC deleted (older than
-// Config.MarkerRetention: the answer then falls back to presumed abort).
+// Committed implements participants.CommitRecorder as a fence: it answers
+// true when the GID's done marker says commit, and otherwise makes sure
+// the GID can no longer commit before it answers false. One text
+// transaction (buildFence) reads the done marker and the intent:
+//   - marker commit: true. It is written in the same transaction as the
+//     commit itself — by CommitPrepared and by CommitOnePhase of a branch
+//     that wrote something — so it exists exactly when that commit happened;
+//   - marker abort (a tombstone): false;
+//   - an intent (the branch is prepared, not decided yet): an error
+//     wrapping ErrUnavailable — there is no answer yet;
+//   - neither: it writes an abort tombstone and answers false. A one-phase
+//     commit or a prepare of the GID arriving later finds the tombstone and
+//     fails (definitely) or votes NO; one running concurrently writes the
+//     same keys, so one of the two conflicts: if the fence loses, it is
+//     retried (Config.PhaseTwoRetries) and finds the commit marker.
 //
-// false is the answer of this moment: a commit request still running at the
-// server (sent on a connection that lost its answer) is not seen. One
-// request, bounded by Config.CallTimeout; failures wrap ErrUnavailable.
+// A branch rolled back or never begun, and a read-only branch, answer false
+// (and are tombstoned); so does a commit whose marker GC deleted (older
+// than Config.MarkerRetention: the answer then falls back to presumed
+// abort). Each request is bounded by Config.CallTimeout; failures wrap
+// ErrUnavailable.
 func (p *Participant) Committed(ctx context.Context, gid string) (bool, error) {
 	if err := validGID(gid); err != nil {
 		return false, fmt.Errorf("surrealdb %s: committed: %w", p.cfg.Name, err)
 	}
-	q, err := p.pool.query(ctx, "SELECT VALUE outcome FROM ONLY type::record($txc_mt, $txc_g)",
-		map[string]any{"txc_mt": p.tbl.marker, "txc_g": gid})
+	s := buildFence(p.tbl, gid)
+	var committed bool
+	err := p.retry(ctx, "committed", gid, func() (bool, error) {
+		q, err := p.pool.query(ctx, s.text(), s.vars)
+		if err != nil {
+			return false, phaseTwoError(err)
+		}
+		for _, e := range q.errors() {
+			switch {
+			case e.hasMarker(markerCommitted):
+				committed = true
+				return false, nil
+			case e.hasMarker(markerAborted):
+				return false, nil
+			case e.hasMarker(markerAlreadyPrepared):
+				return false, fmt.Errorf("%w: the GID is prepared and not decided yet", participants.ErrUnavailable)
+			case e.isRetryableConflict():
+				return true, fmt.Errorf("%w: %w", participants.ErrUnavailable, e)
+			}
+			// The tables are defined at Open; a missing one means markers
+			// were removed, so "not recorded" would not mean "did not commit".
+			return false, fmt.Errorf("%w: %w", participants.ErrUnavailable, e)
+		}
+		p.logger.Debug("committed: no done marker, abort tombstone written", "gid", gid)
+		return false, nil
+	})
 	if err != nil {
-		return false, fmt.Errorf("surrealdb %s: committed %s: %w", p.cfg.Name, gid, phaseTwoError(err))
+		return false, fmt.Errorf("surrealdb %s: committed %s: %w", p.cfg.Name, gid, err)
 	}
-	if errs := q.errors(); len(errs) > 0 {
-		// The marker table is defined at Open; a missing one means markers
-		// were removed, so "not recorded" would not mean "did not commit".
-		return false, fmt.Errorf("surrealdb %s: committed %s: read the done marker: %w: %w",
-			p.cfg.Name, gid, participants.ErrUnavailable, errs[0])
-	}
-	var outcome any
-	if err := q.last(&outcome); err != nil {
-		return false, fmt.Errorf("surrealdb %s: committed %s: decode the done marker: %w: %w",
-			p.cfg.Name, gid, participants.ErrUnavailable, err)
-	}
-	return outcome == "commit", nil
+	return committed, nil
 }
 
 // retry runs attempt until it succeeds, fails for good, or asks for a retry

@@ -380,3 +380,29 @@ func buildRollbackPrepared(t tables, gid string) *script {
 	s.commit()
 	return s
 }
+
+// buildFence builds Committed's fence: THROW markerCommitted or
+// markerAborted when the GID has a done marker, markerAlreadyPrepared when
+// it has an intent (prepared: not decided yet); otherwise write the abort
+// tombstone. The intent key is written as in buildRollbackPrepared, so that
+// a prepare of the GID running concurrently conflicts with the fence; a
+// concurrent one-phase commit conflicts on the marker key, which both
+// write: the first to commit wins, and the other, retried, finds the
+// marker.
+func buildFence(t tables, gid string) *script {
+	s := newScript()
+	g := s.param(gid)
+	intent := s.param(t.intent)
+	marker := s.param(t.marker)
+	s.begin()
+	s.stmt(roleOther, -1, "LET $txc_m = (SELECT VALUE outcome FROM ONLY type::record(%s, %s))", marker, g)
+	s.stmt(roleOther, -1, "LET $txc_i = (SELECT VALUE gid FROM ONLY type::record(%s, %s))", intent, g)
+	s.stmt(roleCheck, -1, "IF $txc_m = 'commit' { THROW %s }", s.param(markerCommitted))
+	s.stmt(roleCheck, -1, "IF $txc_m != NONE { THROW %s }", s.param(markerAborted))
+	s.stmt(roleCheck, -1, "IF $txc_i != NONE { THROW %s }", s.param(markerAlreadyPrepared))
+	s.stmt(roleOther, -1, "UPSERT type::record(%s, %s) CONTENT { gid: %s, rolling_back: true }", intent, g, g)
+	s.stmt(roleOther, -1, "DELETE type::record(%s, %s)", intent, g)
+	s.stmt(roleOther, -1, "UPSERT type::record(%s, %s) CONTENT { outcome: 'abort', at: time::now() }", marker, g)
+	s.commit()
+	return s
+}
