@@ -148,10 +148,9 @@ func (wk *worker) rotate() {
 
 // stuck: the call timed out, or failed in transport (the node is down or
 // unreachable), rather than being refused by a node. The Go client moves
-// to the leader when a node answers UNAVAILABLE, and Begin also moves on
-// after a transport failure, but Run and Commit do not: a client whose
-// current node died or hangs keeps calling it. Workers then start over at
-// another node.
+// to another node after UNAVAILABLE and after a transport failure, but a
+// node that hangs (SIGSTOPped, unreachable without a reset) only times out
+// and the client keeps calling it; workers then start over at another node.
 func stuck(err error) bool {
 	if err == nil {
 		return false
