@@ -71,6 +71,9 @@ type Cluster struct {
 	// runner asking.
 	OnExit func(Exit)
 	env    []string
+
+	mu     sync.Mutex
+	closed bool // Close ran: Start refuses, so no process outlives the run
 }
 
 // nodeFile mirrors the subset of node.Config the run writes; node.Load
@@ -232,8 +235,12 @@ func (c *Cluster) Proxies() []*Proxy {
 	return out
 }
 
-// Close stops every process (SIGKILL) and closes every proxy.
+// Close stops every process (SIGKILL) and closes every proxy. Start fails
+// after it.
 func (c *Cluster) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	for _, n := range c.Nodes {
 		n.Kill()
 	}
@@ -246,6 +253,12 @@ func (c *Cluster) Close() {
 // e.g. "after-decision" → "kill@0.2"). It returns once the process runs;
 // use WaitUp to wait until it answers.
 func (c *Cluster) Start(n *Node, failpoints map[string]string) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return fmt.Errorf("start %s: the cluster is closed", n.ID)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd != nil {
