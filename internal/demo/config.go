@@ -322,5 +322,20 @@ func (c Config) nodeFile(i int) NodeFile {
 	}
 	// Scan for in-doubt branches often: the demo waits for it after the kill.
 	f.Coordinator.RecoveryInterval = "1s"
+	f.MetricsListen = c.metricsAddr(i)
 	return f
+}
+
+// metricsAddr is node i's /metrics address: the gRPC port + 200 (the Raft
+// ports sit at +100 by default), on the gRPC host.
+func (c Config) metricsAddr(i int) string {
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return ""
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n+200+i > 65535 {
+		return ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n+200+i))
 }

@@ -102,6 +102,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	say("%s leads term %d and serves after %.1fs (%d voter(s); gRPC %s)", cl.id(li), lst.Term, time.Since(t0).Seconds(),
 		len(lst.Members), cl.addrs())
+	var murls []string
+	for i := 0; i < cfg.Nodes; i++ {
+		if a := cfg.metricsAddr(i); a != "" {
+			murls = append(murls, "http://"+a+"/metrics")
+		}
+	}
+	say("metrics (Prometheus) at %s; readiness at /readyz on the same ports", strings.Join(murls, " "))
 
 	c, err := DialClient(ctx, cl.addrs(), client.WithRetryPolicy(restartRetryPolicy(cfg.StartTimeout)))
 	if err != nil {

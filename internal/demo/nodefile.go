@@ -13,15 +13,16 @@ import (
 // tools set; node.Load rejects unknown keys, so a field renamed there shows
 // up as a start-up error of the child, and in this package's tests.
 type NodeFile struct {
-	NodeID       string            `yaml:"node_id"`
-	Insecure     bool              `yaml:"insecure,omitempty"`
-	ClusterID    string            `yaml:"cluster_id"`
-	Listen       string            `yaml:"listen"`
-	DataDir      string            `yaml:"data_dir"`
-	Raft         NodeRaft          `yaml:"raft"`
-	Participants []NodeParticipant `yaml:"participants"`
-	Coordinator  NodeCoordinator   `yaml:"coordinator,omitempty"`
-	LogLevel     string            `yaml:"log_level,omitempty"`
+	NodeID        string            `yaml:"node_id"`
+	Insecure      bool              `yaml:"insecure,omitempty"`
+	ClusterID     string            `yaml:"cluster_id"`
+	Listen        string            `yaml:"listen"`
+	MetricsListen string            `yaml:"metrics_listen,omitempty"`
+	DataDir       string            `yaml:"data_dir"`
+	Raft          NodeRaft          `yaml:"raft"`
+	Participants  []NodeParticipant `yaml:"participants"`
+	Coordinator   NodeCoordinator   `yaml:"coordinator,omitempty"`
+	LogLevel      string            `yaml:"log_level,omitempty"`
 }
 
 // NodeRaft is the raft section. Durations are Go duration strings; empty
