@@ -621,10 +621,15 @@ func (r *Runner) resolve(ctx context.Context, ops []Operation) (ResolveStats, ma
 			default:
 				st.UnknownUnresolved++
 				if len(st.StillUnknown) < 50 {
+					listed := false
 					for _, id := range ids {
 						if outcomes[id] == OutcomeUnknown {
 							st.StillUnknown = append(st.StillUnknown, fmt.Sprintf("%s (op %d %s %s)", id, o.ID, o.F, o.Value.Tag))
+							listed = true
 						}
+					}
+					if !listed && blind {
+						st.StillUnknown = append(st.StillUnknown, fmt.Sprintf("op %d %s %s: an attempt failed in transport before its txid was known", o.ID, o.F, o.Value.Tag))
 					}
 				}
 			}
