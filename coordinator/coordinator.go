@@ -709,7 +709,10 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 		}
 		return info, nil
 	}
-	if recent != nil {
+	// An in-memory "unknown" (this node lost leadership while logging the
+	// decision) is stale once this node serves again: its recovery has run
+	// since, so the participants now tell the outcome (below).
+	if recent != nil && recent.Outcome != OutcomeUnknown {
 		return recent, nil
 	}
 	if created := txidTime(txid); c.now().Sub(created) > c.cfg.Retention {

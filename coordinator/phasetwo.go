@@ -324,9 +324,18 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 		c.commitBranches(t, brs, applied.Term, adm)
 		t.mu.Lock()
 		t.state = StateCommitted
+		// A branch left unacknowledged (no longer leading; or not prepared
+		// at its participant, which only an operator can explain) keeps the
+		// decision open: recovery or txctl finish it, so no done mark.
+		acked := true
+		for _, br := range brs {
+			acked = acked && (br.state != BranchPrepared)
+		}
 		t.mu.Unlock()
 		c.failpoint(FailBeforeForget)
-		c.markDone(t.id)
+		if acked {
+			c.markDone(t.id)
+		}
 		c.finish(t, StateCommitted)
 	}()
 	if t.opts.AckDecision {
