@@ -84,7 +84,6 @@ type queueBranch struct {
 	*fakeBranch
 	queue   []participants.Operation
 	results []participants.Result
-	sent    bool
 }
 
 func (b *queueBranch) Queue(op participants.Operation) error {
@@ -98,7 +97,6 @@ func (b *queueBranch) Queue(op participants.Operation) error {
 func (b *queueBranch) QueuedResults() []participants.Result { return b.results }
 
 func (b *queueBranch) send() error {
-	b.sent = true
 	wrote := false
 	for i, op := range b.queue {
 		if _, err := b.fakeBranch.Execute(context.Background(), op); err != nil {

@@ -336,6 +336,26 @@ func (p *Participant) LeaveCommit() {
 	}
 }
 
+// prepareMarker makes the marker insert a named prepared statement of the
+// connection, once per connection (pgx keeps it by its SQL text and uses
+// it, with Bind and Execute only, wherever that text is sent): PostgreSQL
+// then does not parse and plan it for every branch, about 70 µs of its CPU
+// on the reference machine. Its only parameter is the GID, a string for a
+// text column, so preparing it changes no encoding. Client statements are
+// not prepared: pgx would encode their arguments by the parameter types
+// the server inferred, which accepts other Go values than unnamed
+// statements do. It runs when a branch takes its connection, outside any
+// transaction; on an already prepared connection it costs nothing.
+func (p *Participant) prepareMarker(ctx context.Context, conn *pgxpool.Conn, deadline time.Time) error {
+	if p.marker == "" {
+		return nil
+	}
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, deadline)
+	defer cancel()
+	_, err := conn.Conn().Prepare(ctx, p.markerInsertSQL, p.markerInsertSQL)
+	return err
+}
+
 // Name is the configured participant name.
 func (p *Participant) Name() string { return p.cfg.Name }
 
@@ -364,6 +384,10 @@ func (p *Participant) Begin(ctx context.Context, gid string, opts participants.B
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("postgres %s: begin %s: acquire connection: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
+	}
+	if err := p.prepareMarker(ctx, conn, opts.Deadline); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("postgres %s: begin %s: prepare the marker statement: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
 	}
 	b := &branch{p: p, gid: gid, opts: opts, begin: begin, conn: conn}
 	p.mu.Lock()
