@@ -444,12 +444,7 @@ func (c *Coordinator) checkStatement(i int, st Statement) error {
 }
 
 func (c *Coordinator) participantNames() string {
-	names := make([]string, 0, len(c.parts))
-	for n := range c.parts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return strings.Join(c.participantList(), ", ")
 }
 
 // approxSize estimates the encoded size of a value (for limits only).
