@@ -701,6 +701,11 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 			if info.Error == "" {
 				info.Error = recent.Error
 			}
+			// Done marks are batched (doneMarkInterval): phase two may have
+			// finished here before the record says so.
+			if !rec.Done && recent.State == StateCommitted && info.State == StateCommitting {
+				info.State = StateCommitted
+			}
 		}
 		return info, nil
 	}
@@ -868,16 +873,7 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 		return txid, nil, err
 	}
 	t.opMu.Lock()
-	results := make([]participants.Result, 0, len(stmts))
-	for _, st := range stmts {
-		res, err := c.execLocked(ctx, t, st)
-		if err != nil {
-			t.opMu.Unlock()
-			return txid, nil, err
-		}
-		results = append(results, res)
-	}
-	err = c.commitLocked(ctx, t)
+	results, err := c.runLocked(ctx, t, stmts)
 	t.opMu.Unlock()
 	if err != nil {
 		return txid, nil, err

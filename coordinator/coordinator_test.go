@@ -246,6 +246,11 @@ func TestTwoPhaseCommitLogsDecisionBeforeCommit(t *testing.T) {
 	if rec == nil || rec.Outcome != wal.OutcomeCommit {
 		t.Fatalf("no commit record: %+v", rec)
 	}
+	// Phase two finished here: COMMITTED, whether or not the batched done
+	// mark has reached the record yet.
+	if info, err := h.c.GetTransaction(context.Background(), txid); err != nil || info.State != StateCommitted {
+		t.Fatalf("GetTransaction right after Commit (record done=%v): %+v %v", rec.Done, info, err)
+	}
 	// The done mark is batched; it arrives shortly.
 	deadline := time.Now().Add(2 * time.Second)
 	for {

@@ -22,18 +22,6 @@ func (c *Coordinator) armed(name string) bool {
 	return c.cfg.Knobs.FailpointArmed != nil && c.cfg.Knobs.FailpointArmed(name)
 }
 
-// queuer is an optional participants.Branch capability (the PostgreSQL
-// adapter has it): a one-shot Run's operations are queued on the branch and
-// sent together with its prepare or one-phase commit, in one round trip,
-// because their results are needed only when the Run returns. A queued
-// operation that fails when sent makes the branch vote NO (or its one-phase
-// commit fail) with the operation's error. Wrappers of a branch (metrics)
-// must forward both methods, or queueing is silently off.
-type queuer interface {
-	Queue(op participants.Operation) error
-	QueuedResults() []participants.Result
-}
-
 // runLocked runs a one-shot Run's statements and commits; the caller holds
 // t.opMu. Statements for a participant whose branch queues are sent with
 // its prepare or one-phase commit; the others execute one by one, in
@@ -84,7 +72,7 @@ func (c *Coordinator) runLocked(ctx context.Context, t *txn, stmts []Statement) 
 		t.mu.Lock()
 		br := t.branches[name]
 		t.mu.Unlock()
-		res := br.b.(queuer).QueuedResults()
+		res := br.b.(participants.Queuer).QueuedResults()
 		if len(res) != len(idx) {
 			panic(fmt.Sprintf("coordinator: branch %s returned %d results for %d queued statements after a successful commit", br.gid, len(res), len(idx)))
 		}
@@ -117,7 +105,7 @@ func (c *Coordinator) queueLocked(ctx context.Context, t *txn, st Statement) (bo
 			return false, err
 		}
 	}
-	q, ok := br.b.(queuer)
+	q, ok := br.b.(participants.Queuer)
 	if !ok {
 		return false, nil
 	}

@@ -31,7 +31,11 @@ func (o *observed) Begin(ctx context.Context, gid string, opts participants.Bran
 		o.m.observe("begin", o.Name(), start, err)
 		return nil, err
 	}
-	return &observedBranch{Branch: b, m: o.m, name: o.Name()}, nil
+	ob := &observedBranch{Branch: b, m: o.m, name: o.Name()}
+	if q, ok := b.(participants.Queuer); ok {
+		return &observedQueueBranch{observedBranch: ob, q: q}, nil
+	}
+	return ob, nil
 }
 
 // Phase-two calls that fail are retried by the coordinator (all but
@@ -89,3 +93,15 @@ func (b *observedBranch) CommitOnePhase(ctx context.Context) error {
 	b.m.observe("commit_one_phase", b.name, start, err)
 	return err
 }
+
+// observedQueueBranch forwards participants.Queuer of a branch that has it.
+// Queued operations are timed as part of the prepare or one-phase commit
+// that sends them.
+type observedQueueBranch struct {
+	*observedBranch
+	q participants.Queuer
+}
+
+func (b *observedQueueBranch) Queue(op participants.Operation) error { return b.q.Queue(op) }
+
+func (b *observedQueueBranch) QueuedResults() []participants.Result { return b.q.QueuedResults() }

@@ -132,6 +132,22 @@ type Branch interface {
 	Rollback(ctx context.Context) error
 }
 
+// Queuer is an optional Branch capability, found by type assertion: a
+// one-shot run's operations are queued on the branch and sent together with
+// its Prepare or CommitOnePhase in one round trip, because their results are
+// needed only after the commit. An operation Queue refuses fails the branch
+// at once, as a failed Execute does. A queued operation that fails when sent
+// makes Prepare vote NO (or CommitOnePhase fail) with an error wrapping the
+// operation's. QueuedResults returns the results in queue order once Prepare
+// voted YES or READ_ONLY or CommitOnePhase succeeded, nil before that. After
+// Queue, only Prepare, CommitOnePhase and Rollback may be called. Layers that
+// wrap a Branch (metrics, tracing) must forward Queuer when the branch they
+// wrap has it, or queueing is silently off.
+type Queuer interface {
+	Queue(op Operation) error
+	QueuedResults() []Result
+}
+
 // InDoubtBranch is a prepared branch found in a participant.
 type InDoubtBranch struct {
 	GID        string

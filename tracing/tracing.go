@@ -121,7 +121,11 @@ func (o *traced) Begin(ctx context.Context, gid string, opts participants.Branch
 	if err != nil {
 		return nil, err
 	}
-	return &tracedBranch{Branch: b, t: o.t, name: o.Name()}, nil
+	tb := &tracedBranch{Branch: b, t: o.t, name: o.Name()}
+	if q, ok := b.(participants.Queuer); ok {
+		return &tracedQueueBranch{tracedBranch: tb, q: q}, nil
+	}
+	return tb, nil
 }
 
 func (o *traced) CommitPrepared(ctx context.Context, gid string) error {
@@ -166,3 +170,15 @@ func (b *tracedBranch) CommitOnePhase(ctx context.Context) error {
 	end(s, err)
 	return err
 }
+
+// tracedQueueBranch forwards participants.Queuer of a branch that has it;
+// queued operations show in the span of the prepare or one-phase commit
+// that sends them.
+type tracedQueueBranch struct {
+	*tracedBranch
+	q participants.Queuer
+}
+
+func (b *tracedQueueBranch) Queue(op participants.Operation) error { return b.q.Queue(op) }
+
+func (b *tracedQueueBranch) QueuedResults() []participants.Result { return b.q.QueuedResults() }

@@ -1212,10 +1212,10 @@ func TestPipelinedPrepare(t *testing.T) {
 
 // queuer is the optional branch capability the coordinator uses for
 // one-shot runs.
-type queuer interface {
-	Queue(op participants.Operation) error
-	QueuedResults() []participants.Result
-}
+type queuer = participants.Queuer
+
+// The adapter's branches have the capability.
+var _ participants.Queuer = (*branch)(nil)
 
 // TestQueue: statements queued on a branch go with Prepare or
 // CommitOnePhase in one round trip; their results come back afterwards;
