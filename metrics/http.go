@@ -35,6 +35,7 @@ type Server struct {
 	ready Readiness
 	srv   *http.Server
 	lis   net.Listener
+	mux   *http.ServeMux
 
 	mu       sync.Mutex
 	probedAt time.Time
@@ -48,8 +49,8 @@ func Listen(addr string, m *Metrics, ready Readiness, logger *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
 	}
-	s := &Server{m: m, ready: ready, lis: lis}
 	mux := http.NewServeMux()
+	s := &Server{m: m, ready: ready, lis: lis, mux: mux}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.readyz)
@@ -61,6 +62,10 @@ func Listen(addr string, m *Metrics, ready Readiness, logger *slog.Logger) (*Ser
 	}()
 	return s, nil
 }
+
+// Handle adds a route to the server's listener (debug endpoints); safe to
+// call while serving.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.lis.Addr().String() }

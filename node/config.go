@@ -75,6 +75,10 @@ type Config struct {
 	// MetricsListen serves /metrics, /healthz and /readyz (HTTP); empty
 	// turns it off. Keep it on loopback or a private network.
 	MetricsListen string `yaml:"metrics_listen"`
+	// DebugPprof serves Go's profiling endpoints (/debug/pprof/) on the
+	// metrics listener. Off by default: profiles expose internals (stack
+	// contents, heap), so turn it on only on a trusted, loopback listener.
+	DebugPprof bool `yaml:"debug_pprof"`
 	Raft          struct {
 		Bind      string `yaml:"bind"`
 		Advertise string `yaml:"advertise"`
@@ -223,6 +227,9 @@ func (c Config) Validate() error {
 	}
 	if c.Raft.Bootstrap && len(c.Raft.Join) > 0 {
 		errs = append(errs, errors.New("raft: bootstrap and join exclude each other; a joining node sets bootstrap: false"))
+	}
+	if c.DebugPprof && c.MetricsListen == "" {
+		errs = append(errs, errors.New("debug_pprof: profiles are served on metrics_listen, which is empty; set metrics_listen (e.g. 127.0.0.1:7480) or drop debug_pprof"))
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {

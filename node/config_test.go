@@ -34,6 +34,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"participants: [{name: a, kind: surrealdb, url: 'http://x', namespace: n, database: d}]", "participants[0].url"},
 		{"participants: [{name: a, kind: postgres, dsn: x}, {name: a, kind: postgres, dsn: y}]", "participants[1].name"},
 		{"listen: nowhere\nparticipants: [{name: a, kind: postgres, dsn: x}]", "listen"},
+		{"debug_pprof: true\nparticipants: [{name: a, kind: postgres, dsn: x}]", "debug_pprof"},
 	}
 	for _, tc := range cases {
 		p := filepath.Join(t.TempDir(), "c.yaml")

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"strings"
@@ -221,6 +223,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return err
 		}
 		defer ms.Close()
+		if cfg.DebugPprof {
+			ms.Handle("/debug/pprof/", http.HandlerFunc(pprof.Index))
+			ms.Handle("/debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+			logger.Warn("profiling endpoints are on (debug_pprof)", "url", "http://"+ms.Addr()+"/debug/pprof/")
+		}
 		logger.Info("metrics", "url", "http://"+ms.Addr()+"/metrics", "ready", "http://"+ms.Addr()+"/readyz")
 	}
 

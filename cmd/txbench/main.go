@@ -68,6 +68,7 @@ func main() {
 	fs.StringVar(&cfg.Txcoord, "txcoord", cfg.Txcoord, "txcoord binary for --start")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for --start's configs, logs and data (the nodes' data directories n1..nN are removed first)")
 	fs.IntVar(&cfg.BasePort, "base-port", cfg.BasePort, "node i of --start listens on base-port+i (gRPC) and base-port+100+i (Raft)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "with --start: serve Go profiles from node i on 127.0.0.1:base-port+200+i/debug/pprof/")
 	fs.IntVar(&cfg.MaxActive, "max-active", 0, "coordinator.max_active of the --start nodes (0: server default)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "pool size of each participant on the --start nodes (0: adapter default)")
 	workloads := fs.String("workload", strings.Join(cfg.Workloads, ","), "comma list of workloads: "+strings.Join(bench.Workloads, ", "))

@@ -58,6 +58,9 @@ type Config struct {
 	// data; node i listens on BasePort+i (gRPC) and BasePort+100+i (Raft).
 	Txcoord, WorkDir string
 	BasePort         int
+	// Pprof serves profiles from the launched nodes (debug_pprof, node i
+	// on 127.0.0.1:BasePort+200+i), to profile a run with go tool pprof.
+	Pprof bool
 	// MaxActive is the launched nodes' coordinator.max_active (0: the
 	// server default, or Hold when Hold is set).
 	MaxActive int

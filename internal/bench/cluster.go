@@ -29,6 +29,9 @@ type nodeFile struct {
 	Participants []demo.NodeParticipant `yaml:"participants"`
 	Coordinator  nodeCoordinator        `yaml:"coordinator,omitempty"`
 	LogLevel     string                 `yaml:"log_level,omitempty"`
+	// MetricsListen and DebugPprof are set with --pprof (profiling a run).
+	MetricsListen string `yaml:"metrics_listen,omitempty"`
+	DebugPprof    bool   `yaml:"debug_pprof,omitempty"`
 }
 
 type nodeRaft struct {
@@ -157,6 +160,12 @@ func startCluster(ctx context.Context, cfg Config, say func(string, ...any)) (*c
 		}
 		if cfg.Nodes == 1 {
 			f.Raft.Peers = nil
+		}
+		if cfg.Pprof {
+			// Node i's profiles on base-port+200+i (see Config.Pprof).
+			f.MetricsListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.BasePort+200+len(cl.nodes)))
+			f.DebugPprof = true
+			say("node %s: profiles at http://%s/debug/pprof/", p.ID, f.MetricsListen)
 		}
 		confPath, logPath := filepath.Join(dir, p.ID+".yaml"), filepath.Join(dir, p.ID+".log")
 		if err := f.write(confPath); err != nil {
