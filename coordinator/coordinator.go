@@ -205,6 +205,8 @@ type Coordinator struct {
 	// readyTerm is the Raft term in which this node, as leader, finished
 	// recovery; it serves transactions only while leading that same term.
 	readyTerm atomic.Uint64
+	// draining is set by Drain (under mu, so no Begin slips past it).
+	draining atomic.Bool
 	doneCh    chan string // txids whose phase two finished, to be marked done
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -350,6 +352,9 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 	if err := c.serving(); err != nil {
 		return "", time.Time{}, err
 	}
+	if c.draining.Load() {
+		return "", time.Time{}, ErrDraining
+	}
 	if opts.Timeout < 0 {
 		return "", time.Time{}, fieldErr("options.timeout", "must not be negative")
 	}
@@ -374,6 +379,10 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 	}
 	t.note(now, "BEGIN", "", fmt.Sprintf("timeout %s, isolation %s", opts.Timeout, opts.Isolation))
 	c.mu.Lock()
+	if c.draining.Load() {
+		c.mu.Unlock()
+		return "", time.Time{}, ErrDraining
+	}
 	if len(c.active) >= c.cfg.MaxActive {
 		c.mu.Unlock()
 		return "", time.Time{}, fmt.Errorf("%w: %d active transactions (max_active); retry later", ErrLimit, c.cfg.MaxActive)

@@ -291,6 +291,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	logger.Info("shutting down")
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	// Refuse new transactions, let held ones finish, hand leadership over:
+	// clients then follow redirects to the next leader instead of meeting
+	// transport errors until an election timeout passes.
+	coord.Drain(drainTimeout)
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {
@@ -301,6 +305,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	coord.Stop()
 	return nil
 }
+
+// drainTimeout bounds how long a stopping node waits for the transactions
+// it holds (Coordinator.Drain); with the gRPC drain after it, a shutdown
+// stays within 20 s, inside the usual 30 s grace of process supervisors.
+const drainTimeout = 10 * time.Second
 
 // registerRaftGauges exposes Raft's state and this node's load.
 func registerRaftGauges(m *metrics.Metrics, r *raft.Raft, coord *coordinator.Coordinator) {

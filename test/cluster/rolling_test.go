@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,7 +13,7 @@ import (
 // running cross-store transactions with the Run API.
 //
 // Proven: the cluster keeps deciding through every restart (the leader's
-// included); no decision is lost (every committed transaction's writes are
+// included); a stopping leader hands leadership over before it exits; no decision is lost (every committed transaction's writes are
 // in both stores and its decision in the log); every transaction is
 // all-or-nothing, including those whose outcome the client could not learn;
 // the only client-visible errors are UNAVAILABLE refusals and unknown
@@ -36,6 +38,17 @@ func TestRollingRestart(t *testing.T) {
 		began := time.Now()
 		p.term(30 * time.Second)
 		stopped := time.Since(began)
+		if wasLeader {
+			// A stopping leader drains and hands leadership over rather than
+			// leaving the cluster to notice it is gone (Coordinator.Drain).
+			body, err := os.ReadFile(p.logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(body), "leadership handed over before shutdown") {
+				t.Fatalf("leader %s stopped without handing leadership over; log tail:\n%s", p.id, p.logTail(30))
+			}
+		}
 		time.Sleep(300 * time.Millisecond)
 		p.launch()
 		p.waitUp(30 * time.Second)
