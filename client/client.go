@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -287,6 +288,20 @@ func (c *Client) follow(addr string, err error) {
 	c.current = c.seeds[0]
 }
 
+// movesOff reports whether a failed call should send later calls to
+// another node: the node refused (UNAVAILABLE, a transport failure
+// included) or did not answer in time (DEADLINE_EXCEEDED: it may hang, as
+// a paused or partitioned node does, and a hung node sends no redirect).
+// Moving is cheap when wrong: another node redirects back to the leader.
+func movesOff(err error) bool {
+	code := status.Code(err)
+	var ce *Error
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
+}
+
 // retry repeats an idempotent call while the cluster is unavailable,
 // following leader redirects between attempts.
 func (c *Client) retry(ctx context.Context, call func(addr string, rpc pb.CoordinatorClient, admin pb.AdminClient) error) error {
@@ -298,10 +313,12 @@ func (c *Client) retry(ctx context.Context, call func(addr string, rpc pb.Coordi
 			return derr
 		}
 		err = call(addr, rpc, admin)
+		if err != nil && movesOff(err) {
+			c.follow(addr, err)
+		}
 		if err == nil || !errors.Is(err, ErrUnavailable) || attempt >= max(c.policy.Attempts, 1) {
 			return err
 		}
-		c.follow(addr, err)
 		var ce *Error
 		if errors.As(err, &ce) && ce.Leader != "" && ce.Leader != addr {
 			continue // a redirect: no need to wait
@@ -398,7 +415,7 @@ func (t *Tx) Do(ctx context.Context, participant string, st Statement) (*Result,
 	resp, err := t.rpc.Execute(ctx, &pb.ExecuteRequest{Txid: t.id, Statement: ps})
 	if err != nil {
 		e := fromStatus(err, t.id, false)
-		if errors.Is(e, ErrUnavailable) {
+		if movesOff(e) {
 			t.c.follow(t.addr, e)
 		}
 		return nil, e
@@ -412,8 +429,8 @@ func (t *Tx) Commit(ctx context.Context) error {
 	_, err := t.rpc.Commit(ctx, &pb.CommitRequest{Txid: t.id})
 	t.done = true
 	e := fromStatus(err, t.id, true)
-	if e2 := fromStatus(err, t.id, false); err != nil && errors.Is(e2, ErrUnavailable) {
-		t.c.follow(t.addr, e2) // later calls go elsewhere
+	if err != nil && movesOff(err) {
+		t.c.follow(t.addr, fromStatus(err, t.id, false)) // later calls go elsewhere
 	}
 	return e
 }
@@ -454,8 +471,9 @@ type RunResult struct {
 
 // Run executes the steps and commits, in one call, and returns the txid and
 // each statement's result. The error contract is Commit's: a transport
-// failure during Run is ErrOutcomeUnknown (with an idempotency key, simply
-// call Run again).
+// failure or timeout during Run is ErrOutcomeUnknown, naming the txid when
+// the transaction had begun (resolve it with WaitOutcome; with an
+// idempotency key, simply call Run again). Without a txid, no node began it.
 func (c *Client) Run(ctx context.Context, opts TxOptions, steps ...Step) (string, []*Result, error) {
 	r, err := c.RunTx(ctx, opts, steps...)
 	if r == nil {
@@ -478,18 +496,24 @@ func (c *Client) RunTx(ctx context.Context, opts TxOptions, steps ...Step) (*Run
 	// anything: an UNAVAILABLE from the server itself (not the transport).
 	var resp *pb.RunResponse
 	var err error
+	// The server announces the txid in a header as soon as the transaction
+	// exists (wire.TxIDHeader): a call that then fails in transport or
+	// times out still names the transaction whose outcome is unknown.
+	var header metadata.MD
 	for attempt := 1; ; attempt++ {
 		addr, rpc, _, derr := c.target()
 		if derr != nil {
 			return nil, derr
 		}
-		resp, err = rpc.Run(ctx, req)
+		header = nil
+		resp, err = rpc.Run(ctx, req, grpc.Header(&header))
 		e := fromStatus(err, "", false)
 		var ce *Error
 		if err == nil || !errors.As(e, &ce) || ce.Reason != wire.ReasonUnavailable || attempt >= c.policy.Attempts {
-			if err != nil && errors.Is(e, ErrUnavailable) {
-				// A transport failure (the node may be dead): the outcome
-				// is unknown, but the next call should try another node.
+			if err != nil && movesOff(err) {
+				// A transport failure or a node that did not answer in
+				// time (it may be dead or hung): the outcome is unknown,
+				// but the next call should try another node.
 				c.follow(addr, e)
 			}
 			break
@@ -503,7 +527,11 @@ func (c *Client) RunTx(ctx context.Context, opts TxOptions, steps ...Step) (*Run
 		}
 	}
 	if err != nil {
-		e := fromStatus(err, "", true)
+		txid := ""
+		if v := header.Get(wire.TxIDHeader); len(v) > 0 {
+			txid = v[0]
+		}
+		e := fromStatus(err, txid, true)
 		var ce *Error
 		if errors.As(e, &ce) {
 			return &RunResult{TxID: ce.TxID}, e

@@ -83,6 +83,10 @@ type TxOptions struct {
 	// ClientMaxActive bounds its transactions in memory (0: no own limit).
 	Client          string
 	ClientMaxActive int
+	// OnBegin, if set, is called by Run with the txid as soon as the
+	// transaction exists, before any statement runs, on Run's goroutine.
+	// The server uses it to announce the txid early (wire.TxIDHeader).
+	OnBegin func(txid string)
 }
 
 // Statement is one operation addressed to a participant.
@@ -876,6 +880,9 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 	txid, _, err := c.Begin(ctx, opts)
 	if err != nil {
 		return "", nil, err
+	}
+	if opts.OnBegin != nil {
+		opts.OnBegin(txid)
 	}
 	t, err := c.lookup(txid)
 	if err != nil {

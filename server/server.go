@@ -25,7 +25,9 @@ import (
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -113,6 +115,11 @@ func (s *Server) Run(ctx context.Context, req *pb.RunRequest) (*pb.RunResponse, 
 			return nil, toStatus(err, "")
 		}
 		stmts = append(stmts, st)
+	}
+	opts.OnBegin = func(txid string) {
+		// Best effort: if the header cannot be sent, the client learns the
+		// txid from the answer as before.
+		_ = grpc.SendHeader(ctx, metadata.Pairs(wire.TxIDHeader, txid))
 	}
 	txid, results, err := s.c.Run(ctx, opts, stmts)
 	if errors.Is(err, coordinator.ErrReplayed) {

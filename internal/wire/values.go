@@ -138,6 +138,13 @@ func MapToProto(m map[string]any) *pb.MapValue {
 	return out
 }
 
+// TxIDHeader is the gRPC response header in which Run announces the
+// transaction's id as soon as it has one, before any statement runs: a
+// client whose call then fails in transport or times out still knows which
+// transaction to ask about (GetTransaction) instead of facing an outcome it
+// cannot resolve.
+const TxIDHeader = "txcoord-txid"
+
 // Error reasons in google.rpc.ErrorInfo details (domain "txcoord").
 const (
 	Domain               = "txcoord"

@@ -85,3 +85,77 @@ func TestRunMovesOffDeadNode(t *testing.T) {
 			leader.id, failures, lastErr, newLeader.id, ms(readyAt.Sub(killed)))
 	}
 }
+
+// TestRunMovesOffHungNode: like TestRunMovesOffDeadNode, but the leader
+// hangs (SIGSTOP) instead of dying. A hung node neither refuses nor
+// redirects: each call to it ends in the caller's own deadline
+// (DEADLINE_EXCEEDED). Proven: after such a timeout the client sends the
+// next calls to another node and commits there once the survivors have
+// elected a leader; everything ends atomic and nothing is in doubt once
+// the node resumes.
+func TestRunMovesOffHungNode(t *testing.T) {
+	c := newCluster(t, "runhang", clusterOpts{tuned: true})
+	s := openStores(t)
+	c.startAll()
+	leader := c.leader()
+	var survivors []*proc
+	for _, p := range c.procs {
+		if p != leader {
+			survivors = append(survivors, p)
+		}
+	}
+	cl := c.dial(append([]*proc{leader}, survivors...)...)
+	runCommitted(t, cl, c.id+"-before")
+
+	leader.pause()
+	paused := time.Now()
+	t.Cleanup(func() {
+		if leader.isPaused() {
+			leader.resume()
+		}
+	})
+	newLeader, readyAt := c.leaderAmong(20*time.Second, survivors...)
+	t.Logf("paused leader %s; %s serving %s later", leader.id, newLeader.id, ms(readyAt.Sub(paused)))
+
+	var keys []string
+	failures := map[string]int{}
+	var lastErr error
+	committedAfter := time.Duration(0)
+	for i := 0; time.Since(paused) < 15*time.Second; i++ {
+		key := fmt.Sprintf("%s-after%03d", c.id, i)
+		keys = append(keys, key)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _, err := cl.Run(ctx, client.TxOptions{},
+			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $1)", key)),
+			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
+		cancel()
+		if err == nil {
+			committedAfter = time.Since(paused)
+			break
+		}
+		lastErr = err
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			failures[fmt.Sprintf("%s (txid known: %v)", ce.Code, ce.TxID != "")]++
+		} else {
+			failures[err.Error()]++
+		}
+	}
+	report(t, "Run after the leader hung: first commit %s after SIGSTOP (0 = none in 15s); failures %v",
+		ms(committedAfter), failures)
+	if committedAfter == 0 {
+		t.Errorf("client.Run stays on the hung node %s: every Run for 15s after SIGSTOP failed (%v; last: %v) "+
+			"while %s had been serving since %s after it: a call that times out must move the client to another node",
+			leader.id, failures, lastErr, newLeader.id, ms(readyAt.Sub(paused)))
+	}
+
+	leader.resume()
+	c.waitConverged(30*time.Second, c.procs...)
+	c.assertNothingInDoubt(s)
+	for _, k := range keys {
+		_, inPG, _, inSur := s.kvBoth(k)
+		if inPG != inSur {
+			t.Fatalf("NOT ATOMIC: %s postgres %v surrealdb %v", k, inPG, inSur)
+		}
+	}
+}
