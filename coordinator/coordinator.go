@@ -211,9 +211,9 @@ type Coordinator struct {
 	readyTerm atomic.Uint64
 	// draining is set by Drain (under mu, so no Begin slips past it).
 	draining atomic.Bool
-	doneCh    chan string // txids whose phase two finished, to be marked done
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	doneCh   chan string // txids whose phase two finished, to be marked done
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // New builds a Coordinator. Start must be called before it serves.
