@@ -59,7 +59,9 @@ func OpenParticipants(ctx context.Context, cfgs []ParticipantConfig, getenv func
 			if pc.MaxConns > 0 {
 				c.MaxConns = int32(pc.MaxConns)
 			}
-			p, err := postgres.Open(ctx, c, plog)
+			p, err := openOrDefer(ctx, pc.Name, participants.KindPostgres, func(ctx context.Context) (participants.Participant, error) {
+				return postgres.Open(ctx, c, plog)
+			}, plog)
 			if err != nil {
 				return fail(fmt.Errorf("participant %q: %w", pc.Name, err))
 			}
@@ -70,7 +72,9 @@ func OpenParticipants(ctx context.Context, cfgs []ParticipantConfig, getenv func
 			if pc.MaxConns > 0 {
 				c.PoolSize = pc.MaxConns
 			}
-			p, err := surrealdb.Open(ctx, c, plog)
+			p, err := openOrDefer(ctx, pc.Name, participants.KindSurrealDB, func(ctx context.Context) (participants.Participant, error) {
+				return surrealdb.Open(ctx, c, plog)
+			}, plog)
 			if err != nil {
 				return fail(fmt.Errorf("participant %q: %w", pc.Name, err))
 			}
@@ -78,6 +82,23 @@ func OpenParticipants(ctx context.Context, cfgs []ParticipantConfig, getenv func
 		}
 	}
 	return out, nil
+}
+
+// openOrDefer opens a participant. If its database cannot be reached (an
+// error wrapping participants.ErrUnavailable) the node starts anyway with a
+// participants.Deferred that keeps trying in the background; any other
+// failure — bad configuration, credentials refused, prepared transactions
+// disabled — stops the start, because waiting would not fix it.
+func openOrDefer(ctx context.Context, name string, kind participants.Kind,
+	open func(context.Context) (participants.Participant, error), logger *slog.Logger) (participants.Participant, error) {
+	p, err := open(ctx)
+	if err == nil {
+		return p, nil
+	}
+	if !errors.Is(err, participants.ErrUnavailable) {
+		return nil, err
+	}
+	return participants.NewDeferred(name, kind, err, open, participants.DefaultDeferredRetry(), logger), nil
 }
 
 // withPassword puts a password from password_env/password_file into a DSN

@@ -236,6 +236,13 @@ func (p *Participant) checkServer(ctx context.Context) (int, error) {
 	var db, user string
 	err := p.pool.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int,
 		current_setting('server_version_num')::int, current_database(), current_user`).Scan(&mpt, &version, &db, &user)
+	if pe := pgErr(err); pe != nil && (hasClass(pe.Code, "28") || pe.Code == "3D000") {
+		// The server answered and refused who we are (class 28: bad
+		// password, no such role, pg_hba) or which database: waiting will
+		// not fix that, so it is not ErrUnavailable.
+		return 0, fmt.Errorf("postgres participant %s: the server refused the connection (fix the dsn's user, "+
+			"password or database): %w", p.cfg.Name, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("postgres participant %s: connect and check server: %w: %w",
 			p.cfg.Name, participants.ErrUnavailable, err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -1092,6 +1094,35 @@ func TestOpenRefusesWithoutPreparedTransactions(t *testing.T) {
 		t.Fatalf("Open = %v, want ErrPreparedTransactionsDisabled with instructions", err)
 	}
 	t.Logf("Open refused as expected: %v", err)
+}
+
+// TestOpenErrorClasses: a server that cannot be reached is ErrUnavailable
+// (the node starts and keeps trying); a server that refuses the database
+// is not (waiting would not fix it), and the message says what to fix.
+func TestOpenErrorClasses(t *testing.T) {
+	u, err := url.Parse(testDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := *u
+	missing.Path = "/txcoord_no_such_database"
+	_, err = Open(bg(t), testConfig(missing.String()), testLogger(t))
+	if err == nil || errors.Is(err, participants.ErrUnavailable) || !strings.Contains(err.Error(), "fix the dsn") {
+		t.Fatalf("Open of a missing database = %v, want a refusal that is not ErrUnavailable and names the fix", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := l.Addr().String()
+	l.Close()
+	down := *u
+	down.Host = closedPort
+	cfg := testConfig(down.String())
+	cfg.ConnectTimeout = 2 * time.Second
+	if _, err = Open(bg(t), cfg, testLogger(t)); !errors.Is(err, participants.ErrUnavailable) {
+		t.Fatalf("Open of a server nobody listens for = %v, want ErrUnavailable", err)
+	}
 }
 
 // TestRollbackOfCommittedIsRefused: with markers the adapter knows a GID
