@@ -268,7 +268,10 @@ func (c *Coordinator) RestoreSnapshot(r io.Reader, actor string) (int, error) {
 		return 0, fmt.Errorf("receive snapshot: %w", err)
 	}
 	f.Close()
-	n, err := wal.PrepareRestore(path)
+	n, err := wal.PrepareRestore(path, c.cfg.ClusterID)
+	if errors.Is(err, wal.ErrOtherCluster) {
+		return 0, fieldErr("snapshot", "was saved by another cluster (%v); its decisions are about GIDs this cluster never touches: restore a snapshot of this cluster", err)
+	}
 	if err != nil {
 		return 0, fieldErr("snapshot", "not a valid decision store: %v", err)
 	}

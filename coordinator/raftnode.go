@@ -20,6 +20,10 @@ import (
 type RaftConfig struct {
 	// NodeID is this node's stable Raft server id.
 	NodeID string
+	// ClusterID, when set, is stamped on the decision store at its first
+	// open; a store stamped with another id refuses to start (a data
+	// directory from another cluster).
+	ClusterID string
 	// BindAddr is the Raft transport address (loopback by default).
 	BindAddr string
 	// AdvertiseAddr is the address peers use; defaults to BindAddr.
@@ -69,6 +73,12 @@ func OpenRaft(cfg RaftConfig, logger *slog.Logger) (*RaftNode, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ClusterID != "" {
+		if err := store.StampCluster(cfg.ClusterID); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft: data_dir %s: %w (point data_dir at this cluster's data, or fix cluster_id)", cfg.DataDir, err)
+		}
 	}
 	fsm := NewFSM(store)
 

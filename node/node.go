@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 
 	rc := coordinator.RaftConfig{
-		NodeID: cfg.NodeID, BindAddr: cfg.Raft.Bind, AdvertiseAddr: cfg.Raft.Advertise,
+		NodeID: cfg.NodeID, ClusterID: cfg.ClusterID, BindAddr: cfg.Raft.Bind, AdvertiseAddr: cfg.Raft.Advertise,
 		DataDir: cfg.DataDir, Bootstrap: cfg.Raft.Bootstrap,
 		HeartbeatTimeout: time.Duration(cfg.Raft.HeartbeatTimeout), ElectionTimeout: time.Duration(cfg.Raft.ElectionTimeout),
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, SnapshotInterval: time.Duration(cfg.Raft.SnapshotInterval),

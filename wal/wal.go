@@ -751,15 +751,21 @@ func Equal(a, b *Store) (bool, error) {
 	return true, nil
 }
 
-// PrepareRestore validates a snapshot file for a user restore and resets its
-// applied index to zero (the file may come from another log, whose indexes
-// mean nothing here). It returns the number of decision records.
-func PrepareRestore(path string) (int, error) {
+// PrepareRestore validates a snapshot file for a user restore into cluster
+// (its applied index is reset to zero: the file may come from another log,
+// whose indexes mean nothing here) and returns its number of decision
+// records. A snapshot stamped with another cluster id is refused
+// (ErrOtherCluster); an unstamped one (saved before stamps existed) is
+// stamped with cluster.
+func PrepareRestore(path, cluster string) (int, error) {
 	s, err := Open(path, Options{OpenTimeout: time.Second})
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
+	if err := s.StampCluster(cluster); err != nil {
+		return 0, err
+	}
 	var n int
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketTxns).Stats().KeyN

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -260,5 +261,62 @@ func TestResolveAndAuditChain(t *testing.T) {
 	_, ok, at, problem, _ := s.Audit(0)
 	if ok || at != 1 || problem == "" {
 		t.Fatalf("tampering not detected: ok=%v at=%d %q", ok, at, problem)
+	}
+}
+
+// A store is stamped with its cluster at first use and refuses another
+// cluster's id; a snapshot of another cluster is refused for restore and an
+// unstamped one is stamped.
+func TestClusterStamp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "d.db")
+	s, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := s.ClusterID(); err != nil || id != "" {
+		t.Fatalf("new store: cluster %q %v, want none", id, err)
+	}
+	if err := s.StampCluster("alpha"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StampCluster("alpha"); err != nil {
+		t.Fatalf("same id again: %v", err)
+	}
+	if err := s.StampCluster("beta"); !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), `"alpha"`) {
+		t.Fatalf("another id: want ErrOtherCluster naming alpha, got %v", err)
+	}
+	snap := filepath.Join(dir, "snap.db")
+	f, err := os.Create(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s.Close()
+	if _, err := PrepareRestore(snap, "beta"); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("restore of alpha's snapshot into beta: want ErrOtherCluster, got %v", err)
+	}
+	if _, err := PrepareRestore(snap, "alpha"); err != nil {
+		t.Fatalf("restore of alpha's snapshot into alpha: %v", err)
+	}
+	old := filepath.Join(dir, "old.db")
+	o, err := Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	if _, err := PrepareRestore(old, "beta"); err != nil {
+		t.Fatalf("an unstamped snapshot: %v", err)
+	}
+	o, err = Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if id, _ := o.ClusterID(); id != "beta" {
+		t.Fatalf("an unstamped snapshot is stamped by PrepareRestore: got %q", id)
 	}
 }
