@@ -212,6 +212,7 @@ type Coordinator struct {
 	// draining is set by Drain (under mu, so no Begin slips past it).
 	draining atomic.Bool
 	doneCh   chan string // txids whose phase two finished, to be marked done
+	decideQ  chan decideReq
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -228,7 +229,7 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
 		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
 		active: map[string]*txn{}, byClient: map[string]int{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
-		doneCh: make(chan string, 4096), stop: make(chan struct{}),
+		doneCh: make(chan string, 4096), decideQ: make(chan decideReq, 4*maxFlight), stop: make(chan struct{}),
 	}
 	for _, p := range parts {
 		if !ValidName(p.Name()) {

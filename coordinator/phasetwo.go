@@ -360,13 +360,28 @@ func (c *Coordinator) commitOnePhase(ctx context.Context, t *txn, br *branch) er
 	}
 }
 
-// applyDecision appends a decision to the Raft log and waits for it to be
-// applied. ErrNotLeader and ErrEnqueueTimeout mean the entry was never
+// applyDecision appends a decision to the Raft log (in the next flight, see
+// decide.go) and waits for it to be applied. ErrNotLeader and ErrEnqueueTimeout mean the entry was never
 // appended (definitely not decided); other failures leave the outcome
 // unknown (invariant 3).
 func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
-	f := c.raft.Apply(wal.Command{Type: wal.CmdDecide, Decision: rec}.Encode(), c.cfg.ApplyTimeout)
-	if err := c.wait(f); err != nil {
+	req := decideReq{rec: rec, slot: make(chan flightSlot, 1)}
+	select {
+	case c.decideQ <- req:
+	case <-c.stop:
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, raft.ErrRaftShutdown)
+	}
+	var slot flightSlot
+	select {
+	case slot = <-req.slot:
+	case <-c.stop:
+		// Queued, perhaps appended: not known.
+		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
+	}
+	f := slot.f
+	err := c.wait(f)
+	slot.answered <- struct{}{}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}

@@ -19,7 +19,8 @@ import (
 // stops leading, abandons its active transactions), the periodic in-doubt
 // scan and the done-mark batcher. They run until Stop.
 func (c *Coordinator) Start(ctx context.Context) error {
-	c.wg.Add(3)
+	c.wg.Add(4)
+	go c.decideLoop()
 	go c.doneLoop()
 	go c.leadershipLoop()
 	go c.scanLoop()
