@@ -38,32 +38,8 @@ func TestRunMovesOffDeadNode(t *testing.T) {
 	newLeader, readyAt := c.leaderAmong(20*time.Second, survivors...)
 	t.Logf("killed leader %s; %s serving %s later", leader.id, newLeader.id, ms(readyAt.Sub(killed)))
 
-	var keys []string
-	failures := map[string]int{}
-	var lastErr error
-	committedAfter := time.Duration(0)
-	for i := 0; time.Since(killed) < 10*time.Second; i++ {
-		key := fmt.Sprintf("%s-after%03d", c.id, i)
-		keys = append(keys, key)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, _, err := cl.Run(ctx, client.TxOptions{},
-			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $1)", key)),
-			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
-		cancel()
-		if err == nil {
-			committedAfter = time.Since(killed)
-			break
-		}
-		lastErr = err
-		var ce *client.Error
-		switch {
-		case errors.As(err, &ce) && errors.Is(err, client.ErrOutcomeUnknown) && ce.TxID == "":
-			failures[fmt.Sprintf("unknown without txid (%s)", ce.Code)]++
-		default:
-			failures[err.Error()]++
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	runs := runUntilCommitted(c, cl, killed, 10*time.Second, 10*time.Second)
+	keys, failures, lastErr, committedAfter := runs.keys, runs.failures, runs.lastErr, runs.committedAfter
 	report(t, "Run after the leader's death: first commit %s after the kill (0 = none in 10s); failures %v",
 		ms(committedAfter), failures)
 
@@ -117,30 +93,8 @@ func TestRunMovesOffHungNode(t *testing.T) {
 	newLeader, readyAt := c.leaderAmong(20*time.Second, survivors...)
 	t.Logf("paused leader %s; %s serving %s later", leader.id, newLeader.id, ms(readyAt.Sub(paused)))
 
-	var keys []string
-	failures := map[string]int{}
-	var lastErr error
-	committedAfter := time.Duration(0)
-	for i := 0; time.Since(paused) < 15*time.Second; i++ {
-		key := fmt.Sprintf("%s-after%03d", c.id, i)
-		keys = append(keys, key)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _, err := cl.Run(ctx, client.TxOptions{},
-			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $1)", key)),
-			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
-		cancel()
-		if err == nil {
-			committedAfter = time.Since(paused)
-			break
-		}
-		lastErr = err
-		var ce *client.Error
-		if errors.As(err, &ce) {
-			failures[fmt.Sprintf("%s (txid known: %v)", ce.Code, ce.TxID != "")]++
-		} else {
-			failures[err.Error()]++
-		}
-	}
+	runs := runUntilCommitted(c, cl, paused, 15*time.Second, time.Second)
+	keys, failures, lastErr, committedAfter := runs.keys, runs.failures, runs.lastErr, runs.committedAfter
 	report(t, "Run after the leader hung: first commit %s after SIGSTOP (0 = none in 15s); failures %v",
 		ms(committedAfter), failures)
 	if committedAfter == 0 {
@@ -158,4 +112,51 @@ func TestRunMovesOffHungNode(t *testing.T) {
 			t.Fatalf("NOT ATOMIC: %s postgres %v surrealdb %v", k, inPG, inSur)
 		}
 	}
+}
+
+// runsUntilCommit is what runUntilCommitted saw.
+type runsUntilCommit struct {
+	keys           []string       // every key a Run tried to write
+	failures       map[string]int // failed Runs by kind
+	lastErr        error
+	committedAfter time.Duration // since the fault; 0: no Run committed
+}
+
+// runUntilCommitted runs cross-store Runs (each bounded by callTimeout,
+// 100 ms apart) until one commits or window has passed since the fault.
+func runUntilCommitted(c *cluster, cl *client.Client, fault time.Time, window, callTimeout time.Duration) runsUntilCommit {
+	r := runsUntilCommit{failures: map[string]int{}}
+	for i := 0; time.Since(fault) < window; i++ {
+		key := fmt.Sprintf("%s-after%03d", c.id, i)
+		r.keys = append(r.keys, key)
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		_, _, err := cl.Run(ctx, client.TxOptions{},
+			client.On("pg", client.SQL("INSERT INTO cluster_kv (k, v) VALUES ($1, $1)", key)),
+			client.On("surreal", client.Upsert(kvTable, key, map[string]any{"v": key})))
+		cancel()
+		if err == nil {
+			r.committedAfter = time.Since(fault)
+			return r
+		}
+		r.lastErr = err
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			r.failures[fmt.Sprintf("%s %s (txid known: %v)", ce.Code, errKind(err), ce.TxID != "")]++
+		} else {
+			r.failures[err.Error()]++
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return r
+}
+
+// errKind names the client error class of err.
+func errKind(err error) string {
+	if errors.Is(err, client.ErrOutcomeUnknown) {
+		return "unknown outcome"
+	}
+	if errors.Is(err, client.ErrUnavailable) {
+		return "unavailable"
+	}
+	return "other"
 }
