@@ -1,0 +1,205 @@
+package wal
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ActionDecision is the action of the audit entry every logged decision
+// (CmdDecide) appends. Every other action is an operator or security
+// event (RESOLVE, MEMBER_ADD, CONFIG_RELOAD, AUTHZ_DENIED...).
+const ActionDecision = "DECISION"
+
+// ActorCoordinator is the actor of decision entries.
+const ActorCoordinator = "coordinator"
+
+// Audit kinds, for AuditQuery.Kind.
+const (
+	KindAll      = ""
+	KindDecision = "decision" // entries with ActionDecision
+	KindOperator = "operator" // every other entry
+)
+
+// AuditEntry is one entry of the hash-chained audit trail. Apply assigns
+// Seq, PrevHash and Hash, so every replica computes the same chain.
+type AuditEntry struct {
+	Seq      uint64 `json:"seq"`
+	AtMs     int64  `json:"at"`
+	Actor    string `json:"actor,omitempty"`
+	Action   string `json:"action"`
+	TxID     string `json:"txid,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	PrevHash string `json:"prev"`
+	Hash     string `json:"hash"`
+}
+
+// Kind is KindDecision or KindOperator.
+func (a AuditEntry) Kind() string {
+	if a.Action == ActionDecision {
+		return KindDecision
+	}
+	return KindOperator
+}
+
+// ComputeHash is the entry's hash: sha256 over the previous hash and the
+// entry's fields (Hash itself excluded), so editing any stored entry breaks
+// the chain from there on.
+func (a AuditEntry) ComputeHash() string {
+	h, _ := a.sealed()
+	return h
+}
+
+// sealed returns the entry's hash and its stored encoding (JSON with the
+// hash filled in), marshalling once: Hash is the last field, so the
+// encoding with an empty hash ends in `"hash":""}` and the stored one is
+// that with the hex digest spliced in (hex needs no JSON escaping).
+func (a AuditEntry) sealed() (hash string, stored []byte) {
+	a.Hash = ""
+	b, err := json.Marshal(a)
+	if err != nil {
+		panic(fmt.Sprintf("wal: audit entry must encode: %v", err))
+	}
+	h := sha256.New()
+	h.Write([]byte(a.PrevHash))
+	h.Write(b)
+	var sum [sha256.Size]byte
+	hash = hex.EncodeToString(h.Sum(sum[:0]))
+	const tail = `""}`
+	if !strings.HasSuffix(string(b), tail) {
+		panic("wal: audit entry encoding must end with the hash field")
+	}
+	stored = make([]byte, 0, len(b)+len(hash))
+	stored = append(stored, b[:len(b)-len(tail)]...)
+	stored = append(stored, '"')
+	stored = append(stored, hash...)
+	stored = append(stored, '"', '}')
+	return hash, stored
+}
+
+// decisionAudit is the audit entry of a logged decision. Everything in it
+// comes from the applied record (the leader's decision time, the entry's
+// term and index), so every replica appends the same bytes.
+func decisionAudit(r *Record) AuditEntry {
+	return AuditEntry{AtMs: r.DecidedMs, Actor: ActorCoordinator, Action: ActionDecision, TxID: r.TxID,
+		Detail: fmt.Sprintf("%s [%s] term %d index %d", r.Outcome, strings.Join(r.Participants, ","), r.Term, r.Index),
+		Reason: r.Reason}
+}
+
+// auditChain appends to the audit bucket within one bbolt transaction,
+// remembering the tail so that a batch of decisions reads it once.
+type auditChain struct {
+	b      *bolt.Bucket
+	loaded bool
+	seq    uint64
+	hash   string
+}
+
+func (c *auditChain) append(a AuditEntry) {
+	if !c.loaded {
+		if k, v := c.b.Cursor().Last(); k != nil {
+			var last struct {
+				Seq  uint64 `json:"seq"`
+				Hash string `json:"hash"`
+			}
+			must(json.Unmarshal(v, &last), "decode audit tail")
+			c.seq, c.hash = last.Seq, last.Hash
+		}
+		c.loaded = true
+	}
+	a.Seq, a.PrevHash = c.seq+1, c.hash
+	hash, stored := a.sealed()
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], a.Seq)
+	must(c.b.Put(k[:], stored), "put audit")
+	c.seq, c.hash = a.Seq, hash
+}
+
+// AuditQuery selects audit entries. Empty fields match everything.
+type AuditQuery struct {
+	Kind   string // KindAll, KindDecision or KindOperator
+	Action string
+	TxID   string
+	// Limit keeps only the newest Limit matching entries (0: all).
+	Limit int
+}
+
+func (q AuditQuery) matches(a *AuditEntry) bool {
+	return (q.Kind == KindAll || a.Kind() == q.Kind) && (q.Action == "" || a.Action == q.Action) && (q.TxID == "" || a.TxID == q.TxID)
+}
+
+// AuditVerdict is the result of verifying the whole chain.
+type AuditVerdict struct {
+	OK bool
+	// BrokenAt is the first entry whose hash or link does not match, and
+	// Problem says which.
+	BrokenAt uint64
+	Problem  string
+	// Entries in the trail, and its newest entry.
+	Entries  uint64
+	HeadSeq  uint64
+	HeadHash string
+}
+
+// QueryAudit verifies the whole hash chain and returns the entries q
+// selects, oldest first. Memory is bounded by q.Limit (the chain is
+// verified entry by entry, not held); with Limit 0 every match is returned.
+func (s *Store) QueryAudit(q AuditQuery) ([]AuditEntry, AuditVerdict, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v := AuditVerdict{OK: true}
+	var out []AuditEntry // a ring of the newest q.Limit matches when Limit > 0
+	next := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if b == nil {
+			return nil
+		}
+		prev := ""
+		return b.ForEach(func(k, raw []byte) error {
+			v.Entries++
+			var a AuditEntry
+			if jerr := json.Unmarshal(raw, &a); jerr != nil {
+				if v.OK {
+					v.OK, v.BrokenAt, v.Problem = false, binary.BigEndian.Uint64(k), "undecodable entry"
+				}
+				return nil
+			}
+			if v.OK && a.PrevHash != prev {
+				v.OK, v.BrokenAt, v.Problem = false, a.Seq, "link to the previous entry does not match"
+			} else if v.OK && a.ComputeHash() != a.Hash {
+				v.OK, v.BrokenAt, v.Problem = false, a.Seq, "entry content does not match its hash (edited?)"
+			}
+			prev = a.Hash
+			v.HeadSeq, v.HeadHash = a.Seq, a.Hash
+			if !q.matches(&a) {
+				return nil
+			}
+			if q.Limit > 0 && len(out) == q.Limit {
+				out[next] = a
+				next = (next + 1) % q.Limit
+				return nil
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	if next > 0 { // unroll the ring: oldest first
+		out = append(out[next:], out[:next]...)
+	}
+	return out, v, err
+}
+
+// Audit returns the audit trail, oldest first (the newest limit entries if
+// limit > 0), and verifies its hash chain over the whole trail: ok is false
+// at the first entry whose hash or link does not match (brokenAt, problem).
+func (s *Store) Audit(limit int) (entries []AuditEntry, ok bool, brokenAt uint64, problem string, err error) {
+	entries, v, err := s.QueryAudit(AuditQuery{Limit: limit})
+	return entries, v.OK, v.BrokenAt, v.Problem, err
+}
