@@ -14,6 +14,7 @@ import (
 
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/devcerts"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,16 +48,16 @@ func TestMutualTLSRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeFiles, err := ca.WriteIdentity(filepath.Join(dir, "n1"), "n1")
+	nodeFiles, err := ca.WritePeer(filepath.Join(dir, "n1"), "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	appFiles, err := ca.WriteIdentity(filepath.Join(dir, "app"), "app")
+	appFiles, err := ca.WriteClient(filepath.Join(dir, "app"), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rogueCA, _ := devcerts.NewCA("rogue CA")
-	rogueFiles, err := rogueCA.WriteIdentity(filepath.Join(dir, "rogue"), "app")
+	rogueFiles, err := rogueCA.WriteClient(filepath.Join(dir, "rogue"), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func TestAuthorizationLimitsAndSecrets(t *testing.T) {
 	// Denials are in the audit trail.
 	var audit string
 	eventually(t, 10*time.Second, "denials audited", func() bool {
-		resp, err := ops.ListAudit(ctx, 0)
+		resp, err := ops.ListAudit(ctx, &pb.ListAuditRequest{Kind: "operator"})
 		if err != nil {
 			return false
 		}

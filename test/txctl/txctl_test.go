@@ -356,9 +356,9 @@ func TestTLSAndTokenAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeID, _ := ca.WriteIdentity(filepath.Join(dir, "n1"), "n1")
-	ops, _ := ca.WriteIdentity(filepath.Join(dir, "ops"), "ops")
-	app, _ := ca.WriteIdentity(filepath.Join(dir, "app"), "app")
+	nodeID, _ := ca.WritePeer(filepath.Join(dir, "n1"), "n1")
+	ops, _ := ca.WriteClient(filepath.Join(dir, "ops"), "ops")
+	app, _ := ca.WriteClient(filepath.Join(dir, "app"), "app")
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte("ops s3cret-ops-0123456789\napp s3cret-app-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
