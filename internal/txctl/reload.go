@@ -23,7 +23,8 @@ configuration in force stays. Both outcomes are written to the audit trail
 (actions CONFIG_RELOAD and CONFIG_RELOAD_REFUSED) with the names of the
 fields that changed and a digest, never a value or a secret.
 
-Exit 0 when applied, 1 when refused or the node could not be reached.`,
+Exit 0 when applied, 4 (refused) when the configuration does not validate, 1
+when the node could not be reached.`,
 		Example: `  txctl reload --addr 127.0.0.1:7400
   txctl reload -o json`,
 		Args: cobra.NoArgs,
