@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/security"
 	"github.com/txcoord/txcoord/tracing"
@@ -427,12 +428,18 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// peerIdentities are the identities of this cluster's nodes (node_id and
-// raft.peers ids): the gRPC API refuses client certificates that claim one.
-func peerIdentities(c Config) []string {
+// peerIdentities are the identities of this cluster's nodes (node_id,
+// raft.peers ids and the current Raft configuration's servers): the gRPC
+// API refuses client certificates that claim one.
+func peerIdentities(c Config, r *raft.Raft) []string {
 	ids := []string{c.NodeID}
 	for _, p := range c.Raft.Peers {
 		ids = append(ids, p.ID)
+	}
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			ids = append(ids, string(s.ID))
+		}
 	}
 	return ids
 }

@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		gopts = append(gopts, tracer.ServerOption())
 	}
 	if serverTLS != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.APIServerConfig(peerIdentities(cfg)))))
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.APIServerConfig(func() []string { return peerIdentities(cfg, rn.Raft) }))))
 	}
 	var guard *security.Guard
 	if policy != nil {

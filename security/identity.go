@@ -60,14 +60,15 @@ func verifiedLeaf(cs tls.ConnectionState) *x509.Certificate {
 }
 
 // APIServerConfig is ServerConfig for the gRPC API: the client certificate
-// must also pass CheckClientCert (peerIDs: the cluster's node identities).
-func (r *Reloader) APIServerConfig(peerIDs []string) *tls.Config {
+// must also pass CheckClientCert. peerIDs returns the cluster's node
+// identities at the time of the handshake (members come and go).
+func (r *Reloader) APIServerConfig(peerIDs func() []string) *tls.Config {
 	return r.serverConfig(func(cs tls.ConnectionState) error {
 		leaf := verifiedLeaf(cs)
 		if leaf == nil {
 			return ErrNotClientCert
 		}
-		return CheckClientCert(leaf, peerIDs)
+		return CheckClientCert(leaf, peerIDs())
 	})
 }
 

@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"strings"
+	"strconv"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -57,44 +57,127 @@ func (a AuditEntry) ComputeHash() string {
 }
 
 // sealed returns the entry's hash and its stored encoding (JSON with the
-// hash filled in), marshalling once: Hash is the last field, so the
-// encoding with an empty hash ends in `"hash":""}` and the stored one is
-// that with the hex digest spliced in (hex needs no JSON escaping).
+// hash filled in). Both are byte for byte what json.Marshal gives (the hash
+// covers json.Marshal of the entry with an empty Hash, which is how
+// verification recomputes it), but encoded by hand: a decision appends one
+// entry, so this runs once per decision in the FSM (TestSealedEncodingIsJSON
+// and FuzzSealedEncoding hold the two encodings equal).
 func (a AuditEntry) sealed() (hash string, stored []byte) {
-	a.Hash = ""
-	b, err := json.Marshal(a)
-	if err != nil {
-		panic(fmt.Sprintf("wal: audit entry must encode: %v", err))
+	b := make([]byte, 0, 192+len(a.Actor)+len(a.TxID)+len(a.Detail)+len(a.Reason)+len(a.PrevHash)+64)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, a.Seq, 10)
+	b = append(b, `,"at":`...)
+	b = strconv.AppendInt(b, a.AtMs, 10)
+	if a.Actor != "" {
+		b = appendJSONString(append(b, `,"actor":`...), a.Actor)
 	}
+	b = appendJSONString(append(b, `,"action":`...), a.Action)
+	if a.TxID != "" {
+		b = appendJSONString(append(b, `,"txid":`...), a.TxID)
+	}
+	if a.Detail != "" {
+		b = appendJSONString(append(b, `,"detail":`...), a.Detail)
+	}
+	if a.Reason != "" {
+		b = appendJSONString(append(b, `,"reason":`...), a.Reason)
+	}
+	b = appendJSONString(append(b, `,"prev":`...), a.PrevHash)
+	b = append(b, `,"hash":`...)
+	open := len(b)
+	b = append(b, `""}`...)
 	h := sha256.New()
 	h.Write([]byte(a.PrevHash))
 	h.Write(b)
 	var sum [sha256.Size]byte
 	hash = hex.EncodeToString(h.Sum(sum[:0]))
-	const tail = `""}`
-	if !strings.HasSuffix(string(b), tail) {
-		panic("wal: audit entry encoding must end with the hash field")
-	}
-	stored = make([]byte, 0, len(b)+len(hash))
-	stored = append(stored, b[:len(b)-len(tail)]...)
-	stored = append(stored, '"')
-	stored = append(stored, hash...)
+	// Splice the digest into the empty hash field (hex needs no escaping).
+	stored = append(b[:open+1], hash...)
 	stored = append(stored, '"', '}')
 	return hash, stored
+}
+
+// appendJSONString appends s as encoding/json writes a string: quotes,
+// backslash escapes for '"' '\\' '\b' '\f' '\n' '\r' '\t' (as Go 1.22+ does),
+// \u00XX for other control
+// characters and for '<' '>' '&' (HTML-safe), \u2028 and \u2029, and
+// \ufffd for invalid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // decisionAudit is the audit entry of a logged decision. Everything in it
 // comes from the applied record (the leader's decision time, the entry's
 // term and index), so every replica appends the same bytes.
 func decisionAudit(r *Record) AuditEntry {
+	d := make([]byte, 0, 64)
+	d = append(d, r.Outcome.String()...)
+	d = append(d, " ["...)
+	for i, p := range r.Participants {
+		if i > 0 {
+			d = append(d, ',')
+		}
+		d = append(d, p...)
+	}
+	d = append(d, "] term "...)
+	d = strconv.AppendUint(d, r.Term, 10)
+	d = append(d, " index "...)
+	d = strconv.AppendUint(d, r.Index, 10)
 	return AuditEntry{AtMs: r.DecidedMs, Actor: ActorCoordinator, Action: ActionDecision, TxID: r.TxID,
-		Detail: fmt.Sprintf("%s [%s] term %d index %d", r.Outcome, strings.Join(r.Participants, ","), r.Term, r.Index),
-		Reason: r.Reason}
+		Detail: string(d), Reason: r.Reason}
 }
 
 // auditChain appends to the audit bucket within one bbolt transaction,
 // remembering the tail so that a batch of decisions reads it once.
 type auditChain struct {
+	tx     *bolt.Tx
 	b      *bolt.Bucket
 	loaded bool
 	seq    uint64
@@ -103,6 +186,11 @@ type auditChain struct {
 
 func (c *auditChain) append(a AuditEntry) {
 	if !c.loaded {
+		// A store restored from a file written before the trail existed
+		// has no bucket yet: create it, as Open does.
+		b, err := c.tx.CreateBucketIfNotExists(bucketAudit)
+		must(err, "create audit bucket")
+		c.b = b
 		if k, v := c.b.Cursor().Last(); k != nil {
 			var last struct {
 				Seq  uint64 `json:"seq"`

@@ -2,6 +2,8 @@ package wal
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -119,11 +121,35 @@ func TestQueryAuditFilters(t *testing.T) {
 // The stored encoding spliced by sealed is exactly json.Marshal of the
 // entry with its hash.
 func TestSealedEncodingIsJSON(t *testing.T) {
-	a := AuditEntry{Seq: 9, AtMs: 1, Actor: "a\"b", Action: ActionDecision, TxID: "t<>&", Detail: "d\u2028", PrevHash: "p"}
+	for _, a := range []AuditEntry{
+		{Seq: 9, AtMs: 1, Actor: "a\"b", Action: ActionDecision, TxID: "t<>&", Detail: "d\u2028\u2029x", PrevHash: "p"},
+		{Seq: 1, AtMs: -5, Action: "X", Reason: "\x00\x1f\t\n\r\\ é \xff\xfe 日本", PrevHash: ""},
+		{Action: ""},
+	} {
+		checkSealed(t, a)
+	}
+}
+
+func checkSealed(t *testing.T, a AuditEntry) {
+	t.Helper()
 	h, stored := a.sealed()
+	a.Hash = ""
+	plain, _ := json.Marshal(a)
+	sum := sha256.Sum256(append([]byte(a.PrevHash), plain...))
+	if h != hex.EncodeToString(sum[:]) {
+		t.Fatalf("hash differs from sha256(prev ‖ json.Marshal) for %+v", a)
+	}
 	a.Hash = h
 	want, _ := json.Marshal(a)
 	if !bytes.Equal(stored, want) {
 		t.Fatalf("sealed:\n%s\njson:\n%s", stored, want)
 	}
+}
+
+// FuzzSealedEncoding: the hand encoding equals json.Marshal for any text.
+func FuzzSealedEncoding(f *testing.F) {
+	f.Add(uint64(1), int64(2), "ops", "RESOLVE", "tx", "d<>&\u2028", "r\x00\xff", "prev")
+	f.Fuzz(func(t *testing.T, seq uint64, at int64, actor, action, txid, detail, reason, prev string) {
+		checkSealed(t, AuditEntry{Seq: seq, AtMs: at, Actor: actor, Action: action, TxID: txid, Detail: detail, Reason: reason, PrevHash: prev})
+	})
 }

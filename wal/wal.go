@@ -275,7 +275,7 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 		if v := meta.Get(keyApplied); len(v) == 8 {
 			applied = binary.BigEndian.Uint64(v)
 		}
-		chain := &auditChain{b: tx.Bucket(bucketAudit)}
+		chain := &auditChain{tx: tx}
 		for i, e := range entries {
 			if e.Index <= applied {
 				continue
