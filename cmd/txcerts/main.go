@@ -38,6 +38,12 @@ func main() {
 	for _, n := range strings.Split(*nodes, ",") {
 		nodeNames[strings.TrimSpace(n)] = true
 	}
+	for _, n := range strings.Split(*clients, ",") {
+		if n = strings.TrimSpace(n); nodeNames[n] {
+			fmt.Fprintf(os.Stderr, "txcerts: client %q has a node's name: server and client identities must be distinct\n", n)
+			os.Exit(2)
+		}
+	}
 	for _, group := range []struct {
 		names string
 		peer  bool
@@ -50,8 +56,6 @@ func main() {
 			var err error
 			if group.peer {
 				f, err = ca.WritePeer(*dir, n, extra...)
-			} else if nodeNames[n] {
-				err = fmt.Errorf("client %q has a node's name: server and client identities must be distinct", n)
 			} else {
 				f, err = ca.WriteClient(*dir, n)
 			}
