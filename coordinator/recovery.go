@@ -182,6 +182,7 @@ func (c *Coordinator) scanLoop() {
 			c.log.Info("recovery scan", "committed", rep.Committed, "rolled_back", rep.RolledBack, "left", rep.Left, "err", err)
 		}
 		c.forgetOld()
+		c.pruneAudit()
 	}
 }
 

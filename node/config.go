@@ -105,7 +105,10 @@ type Config struct {
 		MaxRequestBytes  int      `yaml:"max_request_bytes"`
 		RecoveryInterval Duration `yaml:"recovery_interval"`
 		Retention        Duration `yaml:"retention"`
-		PrepareTimeout   Duration `yaml:"prepare_timeout"`
+		// AuditRetention: audit entries older than this are pruned
+		// (unset or 0: the default, 90 days; set a longer one to keep more).
+		AuditRetention Duration `yaml:"audit_retention"`
+		PrepareTimeout Duration `yaml:"prepare_timeout"`
 		// RecoveryStartupWait bounds how long recovery may delay serving
 		// after an election; what is left continues in the background.
 		RecoveryStartupWait Duration `yaml:"recovery_startup_wait"`
@@ -394,6 +397,9 @@ func (c Config) coordinatorConfig() coordinator.Config {
 	}
 	if k.Retention > 0 {
 		cc.Retention = time.Duration(k.Retention)
+	}
+	if k.AuditRetention > 0 {
+		cc.AuditRetention = time.Duration(k.AuditRetention)
 	}
 	if k.PrepareTimeout > 0 {
 		cc.PrepareTimeout = time.Duration(k.PrepareTimeout)

@@ -303,7 +303,7 @@ func (s *AdminServer) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (
 		return nil, toStatus(err, "")
 	}
 	resp := &pb.ListAuditResponse{Verified: v.OK, BrokenAtSeq: v.BrokenAt, Problem: v.Problem,
-		Total: v.Entries, HeadSeq: v.HeadSeq, HeadHash: v.HeadHash}
+		Total: v.Entries, HeadSeq: v.HeadSeq, HeadHash: v.HeadHash, AnchorSeq: v.AnchorSeq, AnchorHash: v.AnchorHash}
 	for _, e := range entries {
 		resp.Entries = append(resp.Entries, auditToProto(e))
 	}

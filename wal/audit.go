@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 
@@ -198,6 +199,10 @@ func (c *auditChain) append(a AuditEntry) {
 			}
 			must(json.Unmarshal(v, &last), "decode audit tail")
 			c.seq, c.hash = last.Seq, last.Hash
+		} else if m := c.tx.Bucket(bucketMeta); m != nil {
+			// Empty: nothing yet, or everything pruned (continue from the anchor).
+			a := readAnchor(m)
+			c.seq, c.hash = a.Seq, a.Hash
 		}
 		c.loaded = true
 	}
@@ -207,6 +212,105 @@ func (c *auditChain) append(a AuditEntry) {
 	binary.BigEndian.PutUint64(k[:], a.Seq)
 	must(c.b.Put(k[:], stored), "put audit")
 	c.seq, c.hash = a.Seq, hash
+}
+
+// ActionAuditPrune is the entry CmdAuditPrune appends.
+const ActionAuditPrune = "AUDIT_PRUNE"
+
+// maxPrunePerEntry bounds the entries one CmdAuditPrune deletes (one bbolt
+// transaction's work); the leader sends more when more are due.
+const maxPrunePerEntry = 4096
+
+// keyAuditAnchor (meta bucket) holds the seq and hash of the last pruned
+// entry: the retained chain links to it.
+var keyAuditAnchor = []byte("audit_anchor")
+
+type auditAnchor struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func readAnchor(meta *bolt.Bucket) auditAnchor {
+	var a auditAnchor
+	if v := meta.Get(keyAuditAnchor); v != nil {
+		must(json.Unmarshal(v, &a), "decode audit anchor")
+	}
+	return a
+}
+
+// prune applies CmdAuditPrune: deletes entries below cmd.AuditBefore (at
+// most maxPrunePerEntry, oldest first), records the anchor and appends an
+// AUDIT_PRUNE entry with the leader's time. Deterministic: what is deleted
+// depends only on the store and the command.
+func (c *auditChain) prune(meta *bolt.Bucket, cmd Command) ApplyResult {
+	if cmd.AuditBefore == 0 {
+		return ApplyResult{Err: fmt.Errorf("audit prune: no seq given")}
+	}
+	b, err := c.tx.CreateBucketIfNotExists(bucketAudit)
+	must(err, "create audit bucket")
+	var last []byte
+	var first uint64
+	n := 0
+	cur := b.Cursor()
+	for k, v := cur.First(); k != nil && n < maxPrunePerEntry; k, v = cur.Next() {
+		if binary.BigEndian.Uint64(k) >= cmd.AuditBefore {
+			break
+		}
+		if n == 0 {
+			first = binary.BigEndian.Uint64(k)
+		}
+		last = append(last[:0], v...)
+		n++
+	}
+	if n == 0 {
+		return ApplyResult{}
+	}
+	var tail struct {
+		Seq  uint64 `json:"seq"`
+		Hash string `json:"hash"`
+	}
+	must(json.Unmarshal(last, &tail), "decode pruned audit entry")
+	var k [8]byte
+	for seq := first; seq <= tail.Seq; seq++ {
+		binary.BigEndian.PutUint64(k[:], seq)
+		must(b.Delete(k[:]), "prune audit entry")
+	}
+	anchor, err := json.Marshal(auditAnchor{Seq: tail.Seq, Hash: tail.Hash})
+	must(err, "encode audit anchor")
+	must(meta.Put(keyAuditAnchor, anchor), "put audit anchor")
+	c.append(AuditEntry{AtMs: cmd.AtMs, Actor: ActorCoordinator, Action: ActionAuditPrune,
+		Detail: "pruned entries " + strconv.FormatUint(first, 10) + ".." + strconv.FormatUint(tail.Seq, 10) +
+			" (audit retention); the chain continues from seq " + strconv.FormatUint(tail.Seq, 10) + " hash " + tail.Hash})
+	return ApplyResult{}
+}
+
+// AuditPrunePoint returns the seq below which entries are older than
+// beforeMs, looking at the oldest max entries at most (0: none due). Entry
+// times are the leader's, so the scan stops at the first entry not older.
+func (s *Store) AuditPrunePoint(beforeMs int64, max int) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var before uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if b == nil {
+			return nil
+		}
+		cur := b.Cursor()
+		n := 0
+		for k, v := cur.First(); k != nil && n < max; k, v = cur.Next() {
+			var e struct {
+				AtMs int64 `json:"at"`
+			}
+			if err := json.Unmarshal(v, &e); err != nil || e.AtMs >= beforeMs {
+				return nil
+			}
+			before = binary.BigEndian.Uint64(k) + 1
+			n++
+		}
+		return nil
+	})
+	return before, err
 }
 
 // AuditQuery selects audit entries. Empty fields match everything.
@@ -233,6 +337,10 @@ type AuditVerdict struct {
 	Entries  uint64
 	HeadSeq  uint64
 	HeadHash string
+	// Anchor: the last pruned entry (seq 0: nothing pruned); the first
+	// retained entry must link to its hash.
+	AnchorSeq  uint64
+	AnchorHash string
 }
 
 // QueryAudit verifies the whole hash chain and returns the entries q
@@ -249,9 +357,15 @@ func (s *Store) QueryAudit(q AuditQuery) ([]AuditEntry, AuditVerdict, error) {
 		if b == nil {
 			return nil
 		}
-		prev := ""
+		anchor := readAnchor(tx.Bucket(bucketMeta))
+		v.AnchorSeq, v.AnchorHash = anchor.Seq, anchor.Hash
+		prev, want := anchor.Hash, anchor.Seq+1
 		return b.ForEach(func(k, raw []byte) error {
 			v.Entries++
+			if seq := binary.BigEndian.Uint64(k); v.OK && seq != want {
+				v.OK, v.BrokenAt, v.Problem = false, seq, fmt.Sprintf("entry %d is missing (deleted?)", want)
+			}
+			want = binary.BigEndian.Uint64(k) + 1
 			var a AuditEntry
 			if jerr := json.Unmarshal(raw, &a); jerr != nil {
 				if v.OK {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -152,4 +153,58 @@ func FuzzSealedEncoding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, seq uint64, at int64, actor, action, txid, detail, reason, prev string) {
 		checkSealed(t, AuditEntry{Seq: seq, AtMs: at, Actor: actor, Action: action, TxID: txid, Detail: detail, Reason: reason, PrevHash: prev})
 	})
+}
+
+// Pruning deletes the oldest entries, keeps the last one's hash as the
+// anchor and appends an AUDIT_PRUNE entry; the retained chain still
+// verifies (from the anchor), on every replica identically, even when
+// everything before it was pruned; a retained entry deleted is detected.
+func TestAuditPruneKeepsAnAnchor(t *testing.T) {
+	a, b := open(t), open(t)
+	var log []Entry
+	for i := 1; i <= 10; i++ {
+		log = append(log, Entry{Index: uint64(i), Data: Command{Type: CmdDecide, Decision: &Record{TxID: fmt.Sprintf("tx%02d", i),
+			Outcome: OutcomeCommit, Participants: []string{"pg"}, DecidedMs: int64(i * 1000)}}.Encode()})
+	}
+	log = append(log, Entry{Index: 11, Data: Command{Type: CmdAuditPrune, AuditBefore: 7, AtMs: 50_000}.Encode()})
+	a.ApplyBatch(log)
+	for _, e := range log {
+		b.ApplyBatch([]Entry{e})
+	}
+	if p, _ := a.AuditPrunePoint(9500, 100); p != 10 {
+		t.Errorf("AuditPrunePoint: entries 7-9 are older than 9500 ms: got %d, want 10", p)
+	}
+	if p, _ := a.AuditPrunePoint(9500, 2); p != 9 {
+		t.Errorf("AuditPrunePoint looking at 2 entries: got %d, want 9", p)
+	}
+	ea, va, _ := a.QueryAudit(AuditQuery{})
+	eb, vb, _ := b.QueryAudit(AuditQuery{})
+	if fmt.Sprint(ea) != fmt.Sprint(eb) || va != vb {
+		t.Fatalf("replicas differ after pruning:\n%+v\n%+v", va, vb)
+	}
+	if !va.OK || va.Entries != 5 || va.AnchorSeq != 6 || ea[0].Seq != 7 || ea[0].PrevHash != va.AnchorHash {
+		t.Fatalf("after pruning 1..6: %+v %+v", va, ea)
+	}
+	last := ea[len(ea)-1]
+	if last.Action != ActionAuditPrune || last.Seq != 11 || !strings.Contains(last.Detail, "pruned entries 1..6") || last.AtMs != 50_000 {
+		t.Fatalf("prune entry: %+v", last)
+	}
+	// Prune everything: the next entry continues from the anchor.
+	a.ApplyBatch([]Entry{{Index: 12, Data: Command{Type: CmdAuditPrune, AuditBefore: 100, AtMs: 60_000}.Encode()}})
+	a.ApplyBatch([]Entry{decide(13, "tx99", OutcomeAbort)})
+	es, v, _ := a.QueryAudit(AuditQuery{})
+	if !v.OK || v.AnchorSeq != 11 || len(es) != 2 || es[0].Seq != 12 || es[0].Action != ActionAuditPrune || es[1].Seq != 13 {
+		t.Fatalf("after pruning everything: %+v %+v", v, es)
+	}
+	// A retained entry deleted behind the store's back is named.
+	if err := a.db.Update(func(tx *bolt.Tx) error {
+		var k [8]byte
+		k[7] = 12
+		return tx.Bucket(bucketAudit).Delete(k[:])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, v, _ := a.QueryAudit(AuditQuery{}); v.OK || v.BrokenAt != 13 || !strings.Contains(v.Problem, "entry 12 is missing") {
+		t.Fatalf("deleted entry not detected: %+v", v)
+	}
 }

@@ -69,6 +69,11 @@ const (
 	// CmdAudit appends an audit entry (membership changes, restores,
 	// config reloads...). Decisions need none: CmdDecide appends theirs.
 	CmdAudit
+	// CmdAuditPrune deletes the oldest audit entries (seq below
+	// AuditBefore, at most maxPrunePerEntry), keeps the last deleted one's
+	// seq and hash as the chain's anchor, and appends an AUDIT_PRUNE entry
+	// saying so (see audit.go).
+	CmdAuditPrune
 )
 
 // Command is the payload of one Raft log entry.
@@ -86,6 +91,8 @@ type Command struct {
 	// Resolve and Audit.
 	Force bool        `json:"f,omitempty"`
 	Audit *AuditEntry `json:"au,omitempty"`
+	// AuditPrune: entries with a lower seq are deleted.
+	AuditBefore uint64 `json:"ab,omitempty"`
 }
 
 // Encode serialises a command for raft.Apply.
@@ -295,6 +302,8 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 				} else {
 					chain.append(*cmd.Audit)
 				}
+			case CmdAuditPrune:
+				results[i] = chain.prune(meta, cmd)
 			default:
 				results[i] = applyOne(tx, chain, cmd, e)
 			}

@@ -56,7 +56,7 @@ func (o *options) readAudit(ctx context.Context, dataDir string, q wal.AuditQuer
 	}
 	entries := fromProtoAudit(resp.Entries)
 	return entries, verdict(wal.AuditVerdict{OK: resp.Verified, BrokenAt: resp.BrokenAtSeq, Problem: resp.Problem,
-		Entries: resp.Total, HeadSeq: resp.HeadSeq, HeadHash: resp.HeadHash}), nil
+		Entries: resp.Total, HeadSeq: resp.HeadSeq, HeadHash: resp.HeadHash, AnchorSeq: resp.AnchorSeq, AnchorHash: resp.AnchorHash}), nil
 }
 
 func fromProtoAudit(in []*pb.AuditEntry) []wal.AuditEntry {

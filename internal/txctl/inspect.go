@@ -121,6 +121,9 @@ type verdictJSON struct {
 	Problem     string `json:"problem"`
 	HeadSeq     uint64 `json:"head_seq"`
 	HeadHash    string `json:"head_hash"`
+	// Pruned entries end at the anchor (0: none pruned).
+	AnchorSeq  uint64 `json:"anchor_seq,omitempty"`
+	AnchorHash string `json:"anchor_hash,omitempty"`
 }
 
 func inspectJSON(v *storeView, recs []*wal.Record) any {
@@ -173,7 +176,7 @@ func inspectJSON(v *storeView, recs []*wal.Record) any {
 
 func verdict(v wal.AuditVerdict) verdictJSON {
 	return verdictJSON{Verified: v.OK, Entries: int(v.Entries), BrokenAtSeq: v.BrokenAt, Problem: v.Problem,
-		HeadSeq: v.HeadSeq, HeadHash: v.HeadHash}
+		HeadSeq: v.HeadSeq, HeadHash: v.HeadHash, AnchorSeq: v.AnchorSeq, AnchorHash: v.AnchorHash}
 }
 
 func (o *options) printInspect(v *storeView, recs []*wal.Record, total int) {
@@ -261,6 +264,9 @@ func (o *options) printVerdict(v verdictJSON) {
 		o.printf("audit chain: verified (%s", plural(v.Entries, "entry", "entries"))
 		if v.Entries > 0 {
 			o.printf(", head seq %d hash %s", v.HeadSeq, v.HeadHash)
+		}
+		if v.AnchorSeq > 0 {
+			o.printf("; entries up to seq %d pruned, chain anchored at hash %s", v.AnchorSeq, v.AnchorHash)
 		}
 		o.printf(")\n")
 		return

@@ -949,9 +949,13 @@ type ListAuditResponse struct {
 	BrokenAtSeq uint64 `protobuf:"varint,3,opt,name=broken_at_seq,json=brokenAtSeq,proto3" json:"broken_at_seq,omitempty"`
 	Problem     string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
 	// The whole trail: its number of entries and its newest entry.
-	Total         uint64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
-	HeadSeq       uint64 `protobuf:"varint,6,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
-	HeadHash      string `protobuf:"bytes,7,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	Total    uint64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	HeadSeq  uint64 `protobuf:"varint,6,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash string `protobuf:"bytes,7,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// Entries before anchor_seq were pruned (audit_retention); the first
+	// retained entry links to anchor_hash. 0 when nothing was pruned.
+	AnchorSeq     uint64 `protobuf:"varint,8,opt,name=anchor_seq,json=anchorSeq,proto3" json:"anchor_seq,omitempty"`
+	AnchorHash    string `protobuf:"bytes,9,opt,name=anchor_hash,json=anchorHash,proto3" json:"anchor_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,6 +1035,20 @@ func (x *ListAuditResponse) GetHeadSeq() uint64 {
 func (x *ListAuditResponse) GetHeadHash() string {
 	if x != nil {
 		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *ListAuditResponse) GetAnchorSeq() uint64 {
+	if x != nil {
+		return x.AnchorSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetAnchorHash() string {
+	if x != nil {
+		return x.AnchorHash
 	}
 	return ""
 }
@@ -1952,7 +1970,7 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x12\n" +
-	"\x04txid\x18\x04 \x01(\tR\x04txid\"\xed\x01\n" +
+	"\x04txid\x18\x04 \x01(\tR\x04txid\"\xad\x02\n" +
 	"\x11ListAuditResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.txcoord.v1.AuditEntryR\aentries\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12\"\n" +
@@ -1960,7 +1978,11 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x14\n" +
 	"\x05total\x18\x05 \x01(\x04R\x05total\x12\x19\n" +
 	"\bhead_seq\x18\x06 \x01(\x04R\aheadSeq\x12\x1b\n" +
-	"\thead_hash\x18\a \x01(\tR\bheadHash\"\x15\n" +
+	"\thead_hash\x18\a \x01(\tR\bheadHash\x12\x1d\n" +
+	"\n" +
+	"anchor_seq\x18\b \x01(\x04R\tanchorSeq\x12\x1f\n" +
+	"\vanchor_hash\x18\t \x01(\tR\n" +
+	"anchorHash\"\x15\n" +
 	"\x13ReloadConfigRequest\"H\n" +
 	"\x14ReloadConfigResponse\x12\x18\n" +
 	"\achanged\x18\x01 \x03(\tR\achanged\x12\x16\n" +
