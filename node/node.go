@@ -255,7 +255,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	admin := server.NewAdmin(coord)
 	if cfg.Reread != nil {
 		rl := &reloader{reread: cfg.Reread, cur: cfg, t: reloadTarget{coord: coord, guard: guard, size: size,
-			level: cfg.Level, ceiling: ceiling, log: logger}}
+			level: cfg.Level, ceiling: ceiling, log: logger, counted: m.ConfigReloaded}}
 		admin.SetReloader(rl)
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)

@@ -40,6 +40,8 @@ type reloadTarget struct {
 	// ceiling is the largest max_request_bytes gRPC was started for.
 	ceiling int
 	log     *slog.Logger
+	// counted is told each reload's result (metrics); nil: not counted.
+	counted func(applied bool)
 }
 
 // reloader applies reloads one at a time.
@@ -105,6 +107,9 @@ func (r *reloader) reload(actor string) (changed []string, digest string, err er
 		reason := redactQuoted(err.Error())
 		r.t.log.Warn("configuration reload refused; the old configuration stays", "actor", actor, "reason", reason)
 		r.t.coord.AuditAction("CONFIG_RELOAD_REFUSED", "the old configuration stays: "+reason, actor)
+		if r.t.counted != nil {
+			r.t.counted(false)
+		}
 		return nil, "", fmt.Errorf("%w: %s", ErrReloadRefused, reason)
 	}
 	changed = r.changes(next, st)
@@ -130,6 +135,9 @@ func (r *reloader) reload(actor string) (changed []string, digest string, err er
 	detail += "; digest sha256:" + digest
 	r.t.log.Info("configuration reloaded", "actor", actor, "changed", strings.Join(changed, ","), "digest", digest)
 	r.t.coord.AuditAction("CONFIG_RELOAD", detail, actor)
+	if r.t.counted != nil {
+		r.t.counted(true)
+	}
 	return changed, digest, nil
 }
 
