@@ -69,12 +69,14 @@ func TestConfigReload(t *testing.T) {
 	)
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte("app "+appToken+"\nops "+opsToken+"\n"), 0o600)
-	n := newNode(t, nodeOpts{coordinatorYAML: "  max_statements: 3\n", extraYAML: fmt.Sprintf(`auth:
+	maddr := freePort(t)
+	n := newNode(t, nodeOpts{coordinatorYAML: "  max_statements: 3\n", extraYAML: fmt.Sprintf(`metrics_listen: %s
+auth:
   tokens_file: %q
   clients:
     - {name: app, coordinator: true, participants: [pg], max_active: 1}
     - {name: ops, admin: true, coordinator: true, participants: ["*"]}
-`, tokens)})
+`, maddr, tokens)})
 	n.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -177,6 +179,15 @@ func TestConfigReload(t *testing.T) {
 	resp, err := ops.ReloadConfig(ctx)
 	if err != nil || len(resp.Changed) != 0 || len(resp.Digest) != 64 {
 		t.Errorf("no-op reload: %+v %v", resp, err)
+	}
+
+	// Reloads are counted by result, scraped over HTTP: SIGHUP and the
+	// last RPC applied, the two refusals refused.
+	_, body := scrape(t, "http://"+maddr+"/metrics")
+	for _, want := range []string{`txcoord_config_reloads_total{result="applied"} 2`, `txcoord_config_reloads_total{result="refused"} 2`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// Secrets: never in the trail, the answers or the log.
