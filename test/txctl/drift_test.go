@@ -183,3 +183,80 @@ accounts: DRIFT: 7 postgres rows, 7 surrealdb records; 1 missing in surrealdb, 1
 		t.Error("the SurrealDB password appears in the output")
 	}
 }
+
+// TestDriftCompositeKey: a two-column key maps to an array record id
+// (['eu', 1]); paging both sides with page_size 1 still finds the one
+// record missing in PostgreSQL, the one row missing in SurrealDB and a
+// differing field, and keys print as JSON arrays.
+func TestDriftCompositeKey(t *testing.T) {
+	if pgDSN == "" || surURL == "" {
+		t.Skip("needs TXCOORD_PG_DSN_A and TXCOORD_SURREAL_URL (make db-up)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	table := fmt.Sprintf("drift_ord_%d", time.Now().UnixNano()%1_000_000_000)
+	pg, err := pgx.Connect(ctx, pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(context.Background())
+	if _, err := pg.Exec(ctx, fmt.Sprintf("CREATE TABLE %s (region text, id bigint, total int, PRIMARY KEY (region, id))", table)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+	sur, err := demo.DialSurreal(ctx, demo.SurrealParams{URL: surURL, User: surUser, Pass: surPass, Namespace: surNS, Database: surDB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sur.Close()
+	t.Cleanup(func() { sur.Query(context.Background(), "REMOVE TABLE IF EXISTS "+table+";", nil) })
+	for _, r := range []struct {
+		region     string
+		id, total  int
+		inPG, inSu bool
+		suTotal    int
+	}{
+		{"eu", 1, 10, true, true, 10},
+		{"eu", 2, 20, true, true, 21},  // differs
+		{"us", 1, 30, true, false, 0},  // missing in surrealdb
+		{"us", 2, 40, false, true, 40}, // missing in postgres
+		{"us", 3, 50, true, true, 50},
+	} {
+		if r.inPG {
+			if _, err := pg.Exec(ctx, "INSERT INTO "+table+" VALUES ($1, $2, $3)", r.region, r.id, r.total); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r.inSu {
+			if _, err := sur.Query(ctx, "CREATE type::record($t, [$r, $i]) SET total = $v;", map[string]any{"t": table, "r": r.region, "i": r.id, "v": r.suTotal}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mapping := filepath.Join(t.TempDir(), "drift.yaml")
+	os.WriteFile(mapping, []byte(fmt.Sprintf(`postgres: {dsn_env: DRIFT_PG_DSN}
+surrealdb: {url: %q, namespace: %q, database: %q, username: %q, password_env: DRIFT_SURREAL_PASS}
+page_size: 1
+mappings:
+  - name: orders
+    postgres: {table: %s, key: [region, id]}
+    surrealdb: {table: %s}
+    fields: [{postgres: total, surrealdb: total}]
+`, surURL, surNS, surDB, surUser, table, table)), 0o600)
+	r := driftRun(t, map[string]string{"DRIFT_PG_DSN": pgDSN, "DRIFT_SURREAL_PASS": surPass}, "drift", "--config", mapping, "-o", "json")
+	if r.code != txctl.DriftFound {
+		t.Fatalf("exit %d, want 1", r.code)
+	}
+	var js struct {
+		Mappings []struct {
+			Items []map[string]string
+		}
+	}
+	json.Unmarshal([]byte(r.stdout), &js)
+	items, _ := json.Marshal(js.Mappings[0].Items)
+	want := `[{"field":"total ↔ total","key":"[\"eu\",2]","postgres":"20","problem":"differs","surrealdb":"21"},` +
+		`{"key":"[\"us\",1]","problem":"missing_in_surrealdb"},{"key":"[\"us\",2]","problem":"missing_in_postgres"}]`
+	if string(items) != want {
+		t.Errorf("items:\n%s\nwant\n%s", items, want)
+	}
+}
