@@ -298,7 +298,7 @@ func (s *AdminServer) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (
 	if kind != wal.KindAll && kind != wal.KindDecision && kind != wal.KindOperator {
 		return nil, toStatus(fieldErr("kind", "use decision, operator or empty (all)"), "")
 	}
-	entries, v, err := o.Audit(wal.AuditQuery{Kind: kind, Action: req.GetAction(), TxID: req.GetTxid(), Limit: limit})
+	entries, v, err := o.Audit(wal.AuditQuery{Kind: kind, Action: req.GetAction(), TxID: req.GetTxid(), Seq: req.GetSeq(), Limit: limit})
 	if err != nil {
 		return nil, toStatus(err, "")
 	}

@@ -318,12 +318,14 @@ type AuditQuery struct {
 	Kind   string // KindAll, KindDecision or KindOperator
 	Action string
 	TxID   string
+	Seq    uint64 // only this entry (0: any)
 	// Limit keeps only the newest Limit matching entries (0: all).
 	Limit int
 }
 
 func (q AuditQuery) matches(a *AuditEntry) bool {
-	return (q.Kind == KindAll || a.Kind() == q.Kind) && (q.Action == "" || a.Action == q.Action) && (q.TxID == "" || a.TxID == q.TxID)
+	return (q.Kind == KindAll || a.Kind() == q.Kind) && (q.Action == "" || a.Action == q.Action) && (q.TxID == "" || a.TxID == q.TxID) &&
+		(q.Seq == 0 || a.Seq == q.Seq)
 }
 
 // AuditVerdict is the result of verifying the whole chain.

@@ -50,7 +50,7 @@ func (o *options) readAudit(ctx context.Context, dataDir string, q wal.AuditQuer
 		return nil, verdictJSON{}, err
 	}
 	defer c.Close()
-	resp, err := c.ListAudit(ctx, &pb.ListAuditRequest{Limit: uint32(q.Limit), Kind: q.Kind, Action: q.Action, Txid: q.TxID})
+	resp, err := c.ListAudit(ctx, &pb.ListAuditRequest{Limit: uint32(q.Limit), Kind: q.Kind, Action: q.Action, Txid: q.TxID, Seq: q.Seq})
 	if err != nil {
 		return nil, verdictJSON{}, err
 	}
@@ -168,8 +168,8 @@ when it does not (the first entry that does not match is named).`,
 				return err
 			}
 			if !vd.Verified && vd.BrokenAtSeq > 0 {
-				// Show the entry named, whatever its kind.
-				entries, _, _ = o.readAudit(ctx, dataDir, wal.AuditQuery{Limit: 10000})
+				// Show the entry named, whatever its kind and age.
+				entries, _, _ = o.readAudit(ctx, dataDir, wal.AuditQuery{Seq: vd.BrokenAtSeq, Limit: 1})
 			}
 			if o.json() {
 				if err := o.printJSON(vd); err != nil {

@@ -876,9 +876,11 @@ type ListAuditRequest struct {
 	Limit uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"` // the newest N matching entries; default all (at most 10000)
 	// Filters (optional): kind "decision" (one entry per logged decision) or
 	// "operator" (everything else); an exact action; a transaction id.
-	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Action        string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	Txid          string `protobuf:"bytes,4,opt,name=txid,proto3" json:"txid,omitempty"`
+	Kind   string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Txid   string `protobuf:"bytes,4,opt,name=txid,proto3" json:"txid,omitempty"`
+	// Only the entry with this seq (0: any).
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,6 +941,13 @@ func (x *ListAuditRequest) GetTxid() string {
 		return x.Txid
 	}
 	return ""
+}
+
+func (x *ListAuditRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type ListAuditResponse struct {
@@ -1965,12 +1974,13 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
 	"\tprev_hash\x18\b \x01(\tR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\t \x01(\tR\x04hash\"h\n" +
+	"\x04hash\x18\t \x01(\tR\x04hash\"z\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x12\n" +
-	"\x04txid\x18\x04 \x01(\tR\x04txid\"\xad\x02\n" +
+	"\x04txid\x18\x04 \x01(\tR\x04txid\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xad\x02\n" +
 	"\x11ListAuditResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.txcoord.v1.AuditEntryR\aentries\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12\"\n" +
