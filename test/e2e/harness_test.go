@@ -110,7 +110,7 @@ type nodeOpts struct {
 	maxStatements int
 	// coordinatorYAML is added to the coordinator section ("  key: value\n" lines).
 	coordinatorYAML string
-	extraYAML     string
+	extraYAML       string
 	// healthDial: how start() reaches the node (TLS nodes need credentials).
 	healthDial []grpc.DialOption
 	// pgDSN overrides the PostgreSQL participant's DSN.
