@@ -11,7 +11,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 # Fuzz targets run briefly by `make test` (FUZZTIME each); longer runs:
 # make fuzz-short FUZZTIME=5m
 FUZZTIME ?= 5s
-FUZZ_TARGETS := node:FuzzConfig server:FuzzRunRequest coordinator:FuzzParseGID
+FUZZ_TARGETS := node:FuzzConfig server:FuzzRunRequest coordinator:FuzzParseGID internal/drift:FuzzParse wal:FuzzSealedEncoding
 
 all: build
 

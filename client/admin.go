@@ -132,15 +132,27 @@ func (c *Client) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.Resol
 	return out, err
 }
 
-// ListAudit returns the audit trail and its verification.
-func (c *Client) ListAudit(ctx context.Context, limit uint32) (*pb.ListAuditResponse, error) {
+// ListAudit returns the audit entries req selects and the verification of
+// the whole trail.
+func (c *Client) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {
 	var out *pb.ListAuditResponse
 	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
 		var err error
-		out, err = admin.ListAudit(ctx, &pb.ListAuditRequest{Limit: limit})
+		out, err = admin.ListAudit(ctx, req)
 		return fromStatus(err, "", false)
 	})
 	return out, err
+}
+
+// ReloadConfig asks the node it is connected to (not necessarily the
+// leader: configuration is per node) to reload its configuration file.
+func (c *Client) ReloadConfig(ctx context.Context) (*pb.ReloadConfigResponse, error) {
+	_, _, admin, err := c.target()
+	if err != nil {
+		return nil, err
+	}
+	out, err := admin.ReloadConfig(ctx, &pb.ReloadConfigRequest{})
+	return out, fromStatus(err, "", false)
 }
 
 // SaveSnapshot writes the current node's decision store to w.

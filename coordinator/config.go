@@ -78,6 +78,11 @@ type Config struct {
 	RecoveryStartupWait time.Duration
 	// Retention keeps done decisions (for GetTransaction) before forgetting.
 	Retention time.Duration
+	// AuditRetention keeps audit entries (one per logged decision, plus
+	// operator entries) before the leader prunes them, oldest first,
+	// keeping the last pruned entry's hash as the chain's anchor. 0 keeps
+	// everything (the trail then grows with the traffic).
+	AuditRetention time.Duration
 	// RecentFinished bounds finished transactions kept in memory for
 	// GetTransaction details (branches, errors).
 	RecentFinished int
@@ -129,6 +134,7 @@ func DefaultConfig() Config {
 		RecoveryInterval:    5 * time.Second,
 		RecoveryStartupWait: 30 * time.Second,
 		Retention:           24 * time.Hour,
+		AuditRetention:      90 * 24 * time.Hour,
 		RecentFinished:      10000,
 	}
 }
@@ -158,6 +164,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be > 0 (got %s)", name, d))
 		}
+	}
+	if c.AuditRetention < 0 {
+		errs = append(errs, fmt.Errorf("audit_retention must be >= 0 (0 keeps every entry; got %s)", c.AuditRetention))
 	}
 	if c.DefaultTimeout > c.MaxTimeout {
 		errs = append(errs, fmt.Errorf("default_timeout (%s) must not exceed max_timeout (%s)", c.DefaultTimeout, c.MaxTimeout))

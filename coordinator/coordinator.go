@@ -190,6 +190,8 @@ type Coordinator struct {
 	now    func() time.Time
 	prefix string // "<gid prefix>:<cluster id>:"
 
+	limits atomic.Pointer[Limits] // reloadable (SetLimits)
+
 	mu       sync.Mutex
 	active   map[string]*txn
 	byClient map[string]int // active transactions per authenticated client
@@ -231,6 +233,8 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 		active: map[string]*txn{}, byClient: map[string]int{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
 		doneCh: make(chan string, 4096), decideQ: make(chan decideReq, 4*maxFlight), stop: make(chan struct{}),
 	}
+	lim := cfg.Limits()
+	c.limits.Store(&lim)
 	for _, p := range parts {
 		if !ValidName(p.Name()) {
 			return nil, fmt.Errorf("participant name %q: use 1-32 of [a-z0-9_-]", p.Name())
@@ -363,11 +367,12 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 	if opts.Timeout < 0 {
 		return "", time.Time{}, fieldErr("options.timeout", "must not be negative")
 	}
+	lim := c.lim()
 	if opts.Timeout == 0 {
-		opts.Timeout = c.cfg.DefaultTimeout
+		opts.Timeout = lim.DefaultTimeout
 	}
-	if opts.Timeout > c.cfg.MaxTimeout {
-		return "", time.Time{}, fieldErr("options.timeout", "%s exceeds the server's max_timeout %s", opts.Timeout, c.cfg.MaxTimeout)
+	if opts.Timeout > lim.MaxTimeout {
+		return "", time.Time{}, fieldErr("options.timeout", "%s exceeds the server's max_timeout %s", opts.Timeout, lim.MaxTimeout)
 	}
 	if len(opts.Labels) > c.cfg.MaxLabels {
 		return "", time.Time{}, fieldErr("options.labels", "%d labels; at most %d", len(opts.Labels), c.cfg.MaxLabels)
@@ -388,9 +393,9 @@ func (c *Coordinator) Begin(ctx context.Context, opts TxOptions) (string, time.T
 		c.mu.Unlock()
 		return "", time.Time{}, ErrDraining
 	}
-	if len(c.active) >= c.cfg.MaxActive {
+	if len(c.active) >= lim.MaxActive {
 		c.mu.Unlock()
-		return "", time.Time{}, fmt.Errorf("%w: %d active transactions (max_active); retry later", ErrLimit, c.cfg.MaxActive)
+		return "", time.Time{}, fmt.Errorf("%w: %d active transactions (max_active); retry later", ErrLimit, lim.MaxActive)
 	}
 	if opts.ClientMaxActive > 0 && c.byClient[opts.Client] >= opts.ClientMaxActive {
 		c.mu.Unlock()
@@ -512,9 +517,9 @@ func (c *Coordinator) execLocked(ctx context.Context, t *txn, st Statement) (par
 		t.mu.Unlock()
 		return participants.Result{}, fmt.Errorf("%w: %s is %s; Execute needs ACTIVE", ErrNotActive, t.id, state)
 	}
-	if t.statements >= c.cfg.MaxStatements {
+	if max := c.lim().MaxStatements; t.statements >= max {
 		t.mu.Unlock()
-		return participants.Result{}, fieldErr("statement", "transaction already ran %d statements (max_statements)", c.cfg.MaxStatements)
+		return participants.Result{}, fieldErr("statement", "transaction already ran %d statements (max_statements)", max)
 	}
 	t.statements++
 	br := t.branches[st.Participant]
@@ -857,8 +862,8 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 	if len(stmts) == 0 {
 		return "", nil, fieldErr("statements", "is empty; give at least one statement")
 	}
-	if len(stmts) > c.cfg.MaxStatements {
-		return "", nil, fieldErr("statements", "has %d statements; the limit is %d (max_statements)", len(stmts), c.cfg.MaxStatements)
+	if max := c.lim().MaxStatements; len(stmts) > max {
+		return "", nil, fieldErr("statements", "has %d statements; the limit is %d (max_statements)", len(stmts), max)
 	}
 	for i, st := range stmts {
 		if err := c.checkStatement(i, st); err != nil {

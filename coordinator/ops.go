@@ -215,7 +215,7 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 	if err != nil {
 		return nil, nil, err
 	}
-	entries, _, _, _, _ := c.store.Audit(1)
+	entries, _, _ := c.store.QueryAudit(wal.AuditQuery{Action: "RESOLVE", TxID: txid, Limit: 1})
 	var entry *wal.AuditEntry
 	if len(entries) == 1 {
 		entry = &entries[0]
@@ -223,9 +223,10 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 	return info, entry, nil
 }
 
-// Audit returns the audit trail and whether its hash chain verifies.
-func (c *Coordinator) Audit(limit int) ([]wal.AuditEntry, bool, uint64, string, error) {
-	return c.store.Audit(limit)
+// Audit returns the audit entries q selects and the verdict on the whole
+// hash chain.
+func (c *Coordinator) Audit(q wal.AuditQuery) ([]wal.AuditEntry, wal.AuditVerdict, error) {
+	return c.store.QueryAudit(q)
 }
 
 // Audit appends an operator action to the audit trail (leader only; a

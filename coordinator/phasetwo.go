@@ -93,9 +93,9 @@ func (c *Coordinator) queueLocked(ctx context.Context, t *txn, st Statement) (bo
 		t.mu.Unlock()
 		return false, fmt.Errorf("%w: %s is %s; Execute needs ACTIVE", ErrNotActive, t.id, state)
 	}
-	if t.statements >= c.cfg.MaxStatements {
+	if max := c.lim().MaxStatements; t.statements >= max {
 		t.mu.Unlock()
-		return false, fieldErr("statement", "transaction already ran %d statements (max_statements)", c.cfg.MaxStatements)
+		return false, fieldErr("statement", "transaction already ran %d statements (max_statements)", max)
 	}
 	br := t.branches[st.Participant]
 	t.mu.Unlock()

@@ -183,6 +183,7 @@ func (c *Coordinator) scanLoop() {
 			c.log.Info("recovery scan", "committed", rep.Committed, "rolled_back", rep.RolledBack, "left", rep.Left, "err", err)
 		}
 		c.forgetOld()
+		c.pruneAudit()
 	}
 }
 

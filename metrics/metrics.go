@@ -26,6 +26,7 @@ type Metrics struct {
 	inDoubt      prometheus.Gauge
 	inDoubtAge   prometheus.Gauge
 	recoveries   *prometheus.CounterVec // action
+	reloads      *prometheus.CounterVec // result
 }
 
 // latencyBuckets: 0.25 ms to ~8 s, doubling (phase latencies here are
@@ -62,10 +63,22 @@ func New() *Metrics {
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "txcoord_recovery_actions_total", Help: "Branches resolved by recovery, by action (commit, rollback) and result (ok, error).",
 		}, []string{"action", "result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "txcoord_config_reloads_total", Help: "Configuration reloads (SIGHUP, txctl reload) on this node, by result (applied, refused).",
+		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.transactions, m.branches, m.phase, m.retries, m.errs, m.inDoubt, m.inDoubtAge, m.recoveries,
+	m.Registry.MustRegister(m.transactions, m.branches, m.phase, m.retries, m.errs, m.inDoubt, m.inDoubtAge, m.recoveries, m.reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ConfigReloaded counts a configuration reload, applied or refused.
+func (m *Metrics) ConfigReloaded(applied bool) {
+	result := "refused"
+	if applied {
+		result = "applied"
+	}
+	m.reloads.WithLabelValues(result).Inc()
 }
 
 // GaugeFunc registers a gauge read at scrape time (active transactions,

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/security"
 	"github.com/txcoord/txcoord/tracing"
@@ -98,13 +100,19 @@ type Config struct {
 	} `yaml:"raft"`
 	Participants []ParticipantConfig `yaml:"participants"`
 	Coordinator  struct {
-		DefaultTimeout   Duration `yaml:"default_timeout"`
-		MaxTimeout       Duration `yaml:"max_timeout"`
-		MaxActive        int      `yaml:"max_active"`
-		MaxStatements    int      `yaml:"max_statements"`
+		DefaultTimeout Duration `yaml:"default_timeout"`
+		MaxTimeout     Duration `yaml:"max_timeout"`
+		MaxActive      int      `yaml:"max_active"`
+		MaxStatements  int      `yaml:"max_statements"`
+		// MaxRequestBytes bounds one gRPC request's encoded size
+		// (default DefaultMaxRequestBytes, at most MaxRequestBytesCeiling).
+		MaxRequestBytes  int      `yaml:"max_request_bytes"`
 		RecoveryInterval Duration `yaml:"recovery_interval"`
 		Retention        Duration `yaml:"retention"`
-		PrepareTimeout   Duration `yaml:"prepare_timeout"`
+		// AuditRetention: audit entries older than this are pruned
+		// (unset or 0: the default, 90 days; set a longer one to keep more).
+		AuditRetention Duration `yaml:"audit_retention"`
+		PrepareTimeout Duration `yaml:"prepare_timeout"`
 		// RecoveryStartupWait bounds how long recovery may delay serving
 		// after an election; what is left continues in the background.
 		RecoveryStartupWait Duration `yaml:"recovery_startup_wait"`
@@ -120,6 +128,11 @@ type Config struct {
 	// and defaults to TLS. Without TLS every listener must be on loopback.
 	TLS     security.TLSFiles `yaml:"tls"`
 	RaftTLS security.TLSFiles `yaml:"raft_tls"`
+	// JoinTLS is the client certificate this node presents when it asks
+	// the raft.join nodes to add it: the gRPC API refuses peer (server)
+	// certificates, so a joining node needs a client identity (with admin
+	// rights when auth is on). Required with tls and raft.join.
+	JoinTLS security.TLSFiles `yaml:"join_tls"`
 	// Auth turns on access control: bearer tokens and per-client policy.
 	Auth security.AuthConfig `yaml:"auth"`
 	// Tracing exports OpenTelemetry spans to an OTLP collector (off by default).
@@ -127,6 +140,33 @@ type Config struct {
 
 	// Failpoints (tests only): name → action ("kill"). Set by --failpoint.
 	Failpoints map[string]string `yaml:"-"`
+
+	// Reread, when set, reads the configuration again the way the process
+	// read it at start (file, environment, flags): SIGHUP and the Admin
+	// ReloadConfig RPC call it and apply the reloadable parts (see
+	// reload.go). Nil turns reloading off.
+	Reread func() (Config, error) `yaml:"-"`
+	// Level, when set, is the logger's level, changed by a reload of
+	// log_level.
+	Level *slog.LevelVar `yaml:"-"`
+}
+
+// DefaultMaxRequestBytes is max_request_bytes when unset: large enough for
+// a Run of max_statements ordinary statements, small enough that a few
+// hundred concurrent requests fit in memory.
+const DefaultMaxRequestBytes = 8 << 20
+
+// MaxRequestBytesCeiling bounds max_request_bytes: gRPC reads at most twice
+// the start-time limit into memory (see security.RequestSize), so a reload
+// cannot raise the limit above that either.
+const MaxRequestBytesCeiling = 64 << 20
+
+// maxRequestBytes is coordinator.max_request_bytes with its default.
+func (c Config) maxRequestBytes() int {
+	if c.Coordinator.MaxRequestBytes > 0 {
+		return c.Coordinator.MaxRequestBytes
+	}
+	return DefaultMaxRequestBytes
 }
 
 // DefaultConfig is a single-node development setup on loopback.
@@ -245,6 +285,12 @@ func (c Config) Validate() error {
 	if err := c.RaftTLS.Validate("raft_tls"); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.JoinTLS.Validate("join_tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TLS.Enabled() && len(c.Raft.Join) > 0 && !c.JoinTLS.Enabled() {
+		errs = append(errs, errors.New("join_tls is not configured: a node joining over tls (raft.join) needs a client certificate (join_tls.cert_file, key_file, ca_file); its node certificate is refused as a client on the gRPC API"))
+	}
 	if !c.TLS.Enabled() && !c.Insecure {
 		errs = append(errs, errors.New("tls is not configured: set tls.cert_file, tls.key_file and tls.ca_file, or run insecure on loopback for development with insecure: true (or --insecure)"))
 	}
@@ -263,6 +309,12 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is empty: give a directory for the decision store"))
+	}
+	if n := c.Coordinator.MaxRequestBytes; n < 0 || n > MaxRequestBytesCeiling {
+		errs = append(errs, fmt.Errorf("coordinator.max_request_bytes %d: use 1 to %d (0: default %d)", n, MaxRequestBytesCeiling, DefaultMaxRequestBytes))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
 	}
 	if len(c.Participants) == 0 {
 		errs = append(errs, errors.New("participants: none configured; add at least one (kind postgres or surrealdb)"))
@@ -353,6 +405,9 @@ func (c Config) coordinatorConfig() coordinator.Config {
 	if k.Retention > 0 {
 		cc.Retention = time.Duration(k.Retention)
 	}
+	if k.AuditRetention > 0 {
+		cc.AuditRetention = time.Duration(k.AuditRetention)
+	}
 	if k.PrepareTimeout > 0 {
 		cc.PrepareTimeout = time.Duration(k.PrepareTimeout)
 	}
@@ -375,6 +430,31 @@ func ParseFailpointAction(action string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("action %q: use kill or kill@P with 0 < P <= 1", action)
+}
+
+// parseLevel reads log_level.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log_level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// peerIdentities are the identities of this cluster's nodes (node_id,
+// raft.peers ids and the current Raft configuration's servers): the gRPC
+// API refuses client certificates that claim one.
+func peerIdentities(c Config, r *raft.Raft) []string {
+	ids := []string{c.NodeID}
+	for _, p := range c.Raft.Peers {
+		ids = append(ids, p.ID)
+	}
+	if f := r.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			ids = append(ids, string(s.ID))
+		}
+	}
+	return ids
 }
 
 // raftTLS is raft_tls, defaulting to tls.

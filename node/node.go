@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -149,6 +150,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return err
 		}
 	}
+	var joinTLS *security.Reloader
+	if cfg.JoinTLS.Enabled() {
+		if joinTLS, err = security.NewReloader(cfg.JoinTLS); err != nil {
+			return err
+		}
+	}
 	var policy *security.Policy
 	if cfg.Auth.Enabled() {
 		if policy, err = security.LoadPolicy(cfg.Auth); err != nil {
@@ -252,20 +259,47 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		logger.Info("metrics", "url", "http://"+ms.Addr()+"/metrics", "ready", "http://"+ms.Addr()+"/readyz")
 	}
 
-	gopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20)}
+	// gRPC reads at most twice the start-time max_request_bytes; the
+	// RequestSize interceptor enforces the (reloadable) limit itself and
+	// names it. Interceptors run in this order: access control (guard),
+	// then the request size.
+	size := security.NewRequestSize(cfg.maxRequestBytes())
+	ceiling := min(2*cfg.maxRequestBytes(), MaxRequestBytesCeiling)
+	gopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(ceiling)}
 	if tracer != nil {
 		gopts = append(gopts, tracer.ServerOption())
 	}
 	if serverTLS != nil {
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.ServerConfig())))
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(serverTLS.APIServerConfig(func() []string { return peerIdentities(cfg, rn.Raft) }))))
 	}
+	var guard *security.Guard
 	if policy != nil {
-		guard := security.NewGuard(policy, coord.AuditDenial)
+		guard = security.NewGuard(policy, coord.AuditDenial)
 		gopts = append(gopts, grpc.ChainUnaryInterceptor(guard.Unary), grpc.ChainStreamInterceptor(guard.Stream))
 	}
+	gopts = append(gopts, grpc.ChainUnaryInterceptor(size.Unary))
 	gs := grpc.NewServer(gopts...)
 	pb.RegisterCoordinatorServer(gs, server.New(coord))
-	pb.RegisterAdminServer(gs, server.NewAdmin(coord))
+	admin := server.NewAdmin(coord)
+	if cfg.Reread != nil {
+		rl := &reloader{reread: cfg.Reread, cur: cfg, t: reloadTarget{coord: coord, guard: guard, size: size,
+			level: cfg.Level, ceiling: ceiling, log: logger, counted: m.ConfigReloaded}}
+		admin.SetReloader(rl)
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					rl.reload("SIGHUP")
+				}
+			}
+		}()
+	}
+	pb.RegisterAdminServer(gs, admin)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
@@ -280,8 +314,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		"participants", len(parts), "gid_prefix", coord.GIDPrefix())
 	if !cfg.Raft.Bootstrap && len(cfg.Raft.Join) > 0 {
 		var opts []client.Option
-		if serverTLS != nil {
-			opts = append(opts, client.WithTLS(serverTLS.ClientConfig("")))
+		if joinTLS != nil {
+			opts = append(opts, client.WithTLS(joinTLS.ClientConfig("")))
 		}
 		go joinCluster(ctx, cfg, advertise, logger, opts...)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"golang.org/x/time/rate"
@@ -35,17 +36,41 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 // PermissionDenied (or Unauthenticated) and reported to OnDenied (the node
 // writes them to the audit trail).
 type Guard struct {
-	Policy *Policy
 	// OnDenied is told about every denial (identity may be empty).
 	OnDenied func(identity, method, reason string)
 
+	policy atomic.Pointer[Policy] // replaced by SetPolicy (config reload)
+
 	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
+	limiters map[string]*clientLimiter
+}
+
+// clientLimiter is a client's token bucket and the settings it was made
+// with (a reload that changes them replaces it).
+type clientLimiter struct {
+	rate  float64
+	burst int
+	l     *rate.Limiter
 }
 
 // NewGuard wraps a policy.
 func NewGuard(p *Policy, onDenied func(identity, method, reason string)) *Guard {
-	return &Guard{Policy: p, OnDenied: onDenied, limiters: map[string]*rate.Limiter{}}
+	g := &Guard{OnDenied: onDenied, limiters: map[string]*clientLimiter{}}
+	g.policy.Store(p)
+	return g
+}
+
+// Policy is the policy in force.
+func (g *Guard) Policy() *Policy { return g.policy.Load() }
+
+// SetPolicy puts a new policy in force for the calls that start from now
+// on (config reload). Rate limiters of clients whose rate or burst did not
+// change keep their state. Safe for concurrent use.
+func (g *Guard) SetPolicy(p *Policy) {
+	if p == nil {
+		panic("security: SetPolicy(nil): access control cannot be turned off by a reload")
+	}
+	g.policy.Store(p)
 }
 
 func (g *Guard) deny(code codes.Code, identity, method, reason string) error {
@@ -66,7 +91,7 @@ func (g *Guard) identify(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
 		if tok, ok := strings.CutPrefix(v, "Bearer "); ok {
-			if name, ok := g.Policy.ClientForToken(tok); ok {
+			if name, ok := g.Policy().ClientForToken(tok); ok {
 				return name
 			}
 		}
@@ -78,18 +103,18 @@ func (g *Guard) limiter(c ClientPolicy) *rate.Limiter {
 	if c.Rate <= 0 {
 		return nil
 	}
+	burst := c.Burst
+	if burst <= 0 {
+		burst = max(1, int(c.Rate))
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	l, ok := g.limiters[c.Name]
-	if !ok {
-		burst := c.Burst
-		if burst <= 0 {
-			burst = max(1, int(c.Rate))
-		}
-		l = rate.NewLimiter(rate.Limit(c.Rate), burst)
-		g.limiters[c.Name] = l
+	cl, ok := g.limiters[c.Name]
+	if !ok || cl.rate != c.Rate || cl.burst != burst {
+		cl = &clientLimiter{rate: c.Rate, burst: burst, l: rate.NewLimiter(rate.Limit(c.Rate), burst)}
+		g.limiters[c.Name] = cl
 	}
-	return l
+	return cl.l
 }
 
 // check runs every rule for one call and returns the context carrying the
@@ -102,7 +127,7 @@ func (g *Guard) check(ctx context.Context, method string, req any) (context.Cont
 	if name == "" {
 		return nil, g.deny(codes.Unauthenticated, "", method, "authentication required: present a client certificate signed by the cluster CA or an \"authorization: Bearer <token>\" header")
 	}
-	c, ok := g.Policy.Client(name)
+	c, ok := g.Policy().Client(name)
 	if !ok {
 		return nil, g.deny(codes.PermissionDenied, name, method, fmt.Sprintf("client %q has no access (not in auth.clients)", name))
 	}

@@ -11,8 +11,8 @@ import (
 
 // RaftStream is a raft.StreamLayer over mutual TLS: every node presents its
 // certificate and verifies its peer's against the cluster CA, in both
-// directions, so only holders of a cluster certificate can join the Raft
-// conversation.
+// directions, and accepts only peer (node) certificates (see identity.go),
+// so a client certificate of the same CA cannot join the Raft conversation.
 type RaftStream struct {
 	lis       net.Listener
 	advertise net.Addr
@@ -22,7 +22,7 @@ type RaftStream struct {
 // NewRaftStream listens on bind with TLS. advertise is the address peers
 // dial (nil: the listener's).
 func NewRaftStream(bind string, advertise net.Addr, r *Reloader) (*RaftStream, error) {
-	lis, err := tls.Listen("tcp", bind, r.ServerConfig())
+	lis, err := tls.Listen("tcp", bind, r.PeerServerConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,9 @@ func (s *RaftStream) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 		return nil, err
 	}
 	d := &net.Dialer{Timeout: timeout}
-	conn, err := tls.DialWithDialer(d, "tcp", string(address), s.r.ClientConfig(host))
+	cfg := s.r.ClientConfig(host)
+	cfg.VerifyConnection = checkPeer // the listener must be a node too
+	conn, err := tls.DialWithDialer(d, "tcp", string(address), cfg)
 	if err != nil {
 		var rec tls.RecordHeaderError
 		if errors.As(err, &rec) {

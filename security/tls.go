@@ -113,17 +113,22 @@ func (r *Reloader) current() (*tls.Certificate, *x509.CertPool) {
 
 // ServerConfig requires and verifies client certificates against the CA
 // (mutual TLS), with certificates reloaded on change.
-func (r *Reloader) ServerConfig() *tls.Config {
+func (r *Reloader) ServerConfig() *tls.Config { return r.serverConfig(nil) }
+
+// serverConfig is ServerConfig with an extra check of the verified
+// connection (nil: none).
+func (r *Reloader) serverConfig(verify func(tls.ConnectionState) error) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.RequireAnyClientCert, // verified below against the current pool
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			cert, pool := r.current()
 			return &tls.Config{
-				MinVersion:   tls.VersionTLS12,
-				Certificates: []tls.Certificate{*cert},
-				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    pool,
+				MinVersion:       tls.VersionTLS12,
+				Certificates:     []tls.Certificate{*cert},
+				ClientAuth:       tls.RequireAndVerifyClientCert,
+				ClientCAs:        pool,
+				VerifyConnection: verify,
 			}, nil
 		},
 	}

@@ -29,7 +29,8 @@ type Cluster interface {
 // AdminServer implements pb.AdminServer.
 type AdminServer struct {
 	pb.UnimplementedAdminServer
-	c Cluster
+	c        Cluster
+	reloader ConfigReloader // nil: ReloadConfig is Unimplemented
 }
 
 // NewAdmin wraps a cluster.
@@ -95,7 +96,7 @@ type Operations interface {
 	Plan(ctx context.Context, foreign bool) (coordinator.RecoveryPlan, error)
 	RecoveryPass(ctx context.Context, dryRun bool) (coordinator.RecoveryPlan, error)
 	Resolve(ctx context.Context, txid string, commit bool, reason, actor string, force bool) (*coordinator.TxInfo, *wal.AuditEntry, error)
-	Audit(limit int) ([]wal.AuditEntry, bool, uint64, string, error)
+	Audit(q wal.AuditQuery) ([]wal.AuditEntry, wal.AuditVerdict, error)
 	SaveSnapshot(w io.Writer) (int64, error)
 	RestoreSnapshot(r io.Reader, actor string) (int, error)
 	Serving() error
@@ -283,15 +284,26 @@ func (s *AdminServer) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (
 	if err != nil {
 		return nil, err
 	}
+	// maxAuditList bounds one answer (every decision is an entry, so the
+	// trail is long): the newest matches are returned.
+	const maxAuditList = 10000
 	limit := int(req.GetLimit())
-	if limit > 10000 {
+	if limit > maxAuditList {
 		return nil, toStatus(fieldErr("limit", "at most 10000"), "")
 	}
-	entries, ok, at, problem, err := o.Audit(limit)
+	if limit == 0 {
+		limit = maxAuditList
+	}
+	kind := req.GetKind()
+	if kind != wal.KindAll && kind != wal.KindDecision && kind != wal.KindOperator {
+		return nil, toStatus(fieldErr("kind", "use decision, operator or empty (all)"), "")
+	}
+	entries, v, err := o.Audit(wal.AuditQuery{Kind: kind, Action: req.GetAction(), TxID: req.GetTxid(), Seq: req.GetSeq(), Limit: limit})
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
-	resp := &pb.ListAuditResponse{Verified: ok, BrokenAtSeq: at, Problem: problem}
+	resp := &pb.ListAuditResponse{Verified: v.OK, BrokenAtSeq: v.BrokenAt, Problem: v.Problem,
+		Total: v.Entries, HeadSeq: v.HeadSeq, HeadHash: v.HeadHash, AnchorSeq: v.AnchorSeq, AnchorHash: v.AnchorHash}
 	for _, e := range entries {
 		resp.Entries = append(resp.Entries, auditToProto(e))
 	}

@@ -66,8 +66,14 @@ const (
 	// Heuristic set) and its audit entry. Without Force it never changes an
 	// existing, different decision (ApplyResult.Conflict reports that).
 	CmdResolve
-	// CmdAudit appends an audit entry (membership changes, restores...).
+	// CmdAudit appends an audit entry (membership changes, restores,
+	// config reloads...). Decisions need none: CmdDecide appends theirs.
 	CmdAudit
+	// CmdAuditPrune deletes the oldest audit entries (seq below
+	// AuditBefore, at most maxPrunePerEntry), keeps the last deleted one's
+	// seq and hash as the chain's anchor, and appends an AUDIT_PRUNE entry
+	// saying so (see audit.go).
+	CmdAuditPrune
 )
 
 // Command is the payload of one Raft log entry.
@@ -85,6 +91,8 @@ type Command struct {
 	// Resolve and Audit.
 	Force bool        `json:"f,omitempty"`
 	Audit *AuditEntry `json:"au,omitempty"`
+	// AuditPrune: entries with a lower seq are deleted.
+	AuditBefore uint64 `json:"ab,omitempty"`
 }
 
 // Encode serialises a command for raft.Apply.
@@ -128,33 +136,6 @@ type Record struct {
 	IdempotencyKey string `json:"k,omitempty"`
 	// Heuristic: an operator set this outcome (txctl resolve).
 	Heuristic bool `json:"h,omitempty"`
-}
-
-// AuditEntry is one entry of the hash-chained audit trail. Apply assigns
-// Seq, PrevHash and Hash, so every replica computes the same chain.
-type AuditEntry struct {
-	Seq      uint64 `json:"seq"`
-	AtMs     int64  `json:"at"`
-	Actor    string `json:"actor,omitempty"`
-	Action   string `json:"action"`
-	TxID     string `json:"txid,omitempty"`
-	Detail   string `json:"detail,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	PrevHash string `json:"prev"`
-	Hash     string `json:"hash"`
-}
-
-// ComputeHash is the entry's hash: sha256 over the previous hash and the
-// entry's fields (Hash itself excluded), so editing any stored entry breaks
-// the chain from there on.
-func (a AuditEntry) ComputeHash() string {
-	a.Hash = ""
-	b, err := json.Marshal(a)
-	if err != nil {
-		panic(fmt.Sprintf("wal: audit entry must encode: %v", err))
-	}
-	sum := sha256.Sum256(append([]byte(a.PrevHash), b...))
-	return hex.EncodeToString(sum[:])
 }
 
 // ApplyResult is what ApplyBatch returns for one entry (raft hands it back to
@@ -301,6 +282,7 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 		if v := meta.Get(keyApplied); len(v) == 8 {
 			applied = binary.BigEndian.Uint64(v)
 		}
+		chain := &auditChain{tx: tx}
 		for i, e := range entries {
 			if e.Index <= applied {
 				continue
@@ -313,15 +295,17 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 			case CmdMember:
 				results[i] = applyMember(tx.Bucket(bucketMembers), cmd)
 			case CmdResolve:
-				results[i] = applyResolve(tx, cmd, e)
+				results[i] = applyResolve(tx, chain, cmd, e)
 			case CmdAudit:
 				if cmd.Audit == nil {
 					results[i] = ApplyResult{Err: errors.New("audit: empty entry")}
 				} else {
-					appendAudit(tx, *cmd.Audit)
+					chain.append(*cmd.Audit)
 				}
+			case CmdAuditPrune:
+				results[i] = chain.prune(meta, cmd)
 			default:
-				results[i] = applyOne(tx, cmd, e)
+				results[i] = applyOne(tx, chain, cmd, e)
 			}
 			applied = e.Index
 		}
@@ -350,7 +334,7 @@ func must(err error, what string) {
 	}
 }
 
-func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
+func applyOne(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyResult {
 	txns, pending, doneIdx := tx.Bucket(bucketTxns), tx.Bucket(bucketPending), tx.Bucket(bucketDoneIdx)
 	switch cmd.Type {
 	case CmdDecide:
@@ -369,6 +353,9 @@ func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 		if rec.IdempotencyKey != "" {
 			must(tx.Bucket(bucketIdem).Put([]byte(rec.IdempotencyKey), []byte(rec.TxID)), "index idempotency key")
 		}
+		// Every logged decision is an audit entry, in this same bbolt
+		// transaction: no Raft entry and no fsync of its own.
+		chain.append(decisionAudit(&rec))
 		return ApplyResult{Record: &rec}
 	case CmdDone:
 		for _, id := range cmd.TxIDs {
@@ -398,7 +385,7 @@ func applyOne(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 // applyResolve: an operator's decision. A different existing decision wins
 // unless Force; a forced one replaces it, is marked heuristic and not done
 // (recovery drives the branches to it).
-func applyResolve(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
+func applyResolve(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyResult {
 	d := cmd.Decision
 	if d == nil || d.TxID == "" || (d.Outcome != OutcomeCommit && d.Outcome != OutcomeAbort) || cmd.Audit == nil {
 		return ApplyResult{Err: fmt.Errorf("resolve: malformed command")}
@@ -426,63 +413,8 @@ func applyResolve(tx *bolt.Tx, cmd Command, e Entry) ApplyResult {
 	rec.Done, rec.DoneMs = false, 0
 	put(txns, &rec)
 	must(pending.Put([]byte(rec.TxID), nil), "index pending")
-	appendAudit(tx, *cmd.Audit)
+	chain.append(*cmd.Audit)
 	return ApplyResult{Record: &rec, Conflict: prev != nil && prev.Outcome != d.Outcome}
-}
-
-func appendAudit(tx *bolt.Tx, a AuditEntry) {
-	b := tx.Bucket(bucketAudit)
-	a.PrevHash = ""
-	if k, v := b.Cursor().Last(); k != nil {
-		var last AuditEntry
-		must(json.Unmarshal(v, &last), "decode audit tail")
-		a.Seq, a.PrevHash = last.Seq+1, last.Hash
-	} else {
-		a.Seq = 1
-	}
-	a.Hash = a.ComputeHash()
-	v, err := json.Marshal(a)
-	must(err, "encode audit")
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], a.Seq)
-	must(b.Put(k[:], v), "put audit")
-}
-
-// Audit returns the audit trail, oldest first (the newest limit entries if
-// limit > 0), and verifies its hash chain over the whole trail: ok is false
-// at the first entry whose hash or link does not match (brokenAt, problem).
-func (s *Store) Audit(limit int) (entries []AuditEntry, ok bool, brokenAt uint64, problem string, err error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ok = true
-	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAudit)
-		if b == nil {
-			return nil
-		}
-		prev := ""
-		return b.ForEach(func(k, v []byte) error {
-			var a AuditEntry
-			if jerr := json.Unmarshal(v, &a); jerr != nil {
-				if ok {
-					ok, brokenAt, problem = false, binary.BigEndian.Uint64(k), "undecodable entry"
-				}
-				return nil
-			}
-			if ok && a.PrevHash != prev {
-				ok, brokenAt, problem = false, a.Seq, "link to the previous entry does not match"
-			} else if ok && a.ComputeHash() != a.Hash {
-				ok, brokenAt, problem = false, a.Seq, "entry content does not match its hash (edited?)"
-			}
-			prev = a.Hash
-			entries = append(entries, a)
-			return nil
-		})
-	})
-	if limit > 0 && len(entries) > limit {
-		entries = entries[len(entries)-limit:]
-	}
-	return entries, ok, brokenAt, problem, err
 }
 
 func applyMember(b *bolt.Bucket, cmd Command) ApplyResult {

@@ -230,8 +230,8 @@ func TestResolveAndAuditChain(t *testing.T) {
 	if r := resolve(2, "tx1", OutcomeAbort, false); !r.Conflict || r.Record.Outcome != OutcomeCommit {
 		t.Fatalf("unforced contradiction: %+v", r)
 	}
-	if a, _, _, _, _ := s.Audit(0); len(a) != 0 {
-		t.Fatalf("refused resolve was audited: %+v", a)
+	if a, _, _, _, _ := s.Audit(0); len(a) != 1 || a[0].Action != ActionDecision {
+		t.Fatalf("refused resolve was audited (only tx1's decision must be): %+v", a)
 	}
 	if r := resolve(3, "tx2", OutcomeAbort, false); r.Conflict || !r.Record.Heuristic {
 		t.Fatalf("resolve of an undecided txid: %+v", r)
@@ -241,7 +241,7 @@ func TestResolveAndAuditChain(t *testing.T) {
 	}
 	s.ApplyBatch([]Entry{{Index: 5, Data: Command{Type: CmdAudit, Audit: &AuditEntry{AtMs: 5, Action: "MEMBER_ADD", Detail: "n4"}}.Encode()}})
 	entries, ok, _, _, err := s.Audit(0)
-	if err != nil || !ok || len(entries) != 3 || entries[2].PrevHash != entries[1].Hash || entries[0].Seq != 1 {
+	if err != nil || !ok || len(entries) != 4 || entries[3].PrevHash != entries[2].Hash || entries[0].Seq != 1 {
 		t.Fatalf("audit chain: ok=%v %+v %v", ok, entries, err)
 	}
 	// Edit a stored entry behind the store's back: verification names it.
@@ -259,7 +259,7 @@ func TestResolveAndAuditChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, ok, at, problem, _ := s.Audit(0)
-	if ok || at != 1 || problem == "" {
+	if ok || at != 1 || problem == "" { // the first entry: tx1's decision
 		t.Fatalf("tampering not detected: ok=%v at=%d %q", ok, at, problem)
 	}
 }

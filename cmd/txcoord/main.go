@@ -61,32 +61,44 @@ func main() {
 	}
 	fs.Parse(os.Args[2:])
 
-	cfg, err := node.Load(*configPath)
+	// read is how the configuration is read at start and again on reload
+	// (SIGHUP, txctl reload): file, then environment, then flags.
+	read := func() (node.Config, error) {
+		cfg, err := node.Load(*configPath)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.ApplyEnv(os.Getenv)
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		if *dataDir != "" {
+			cfg.DataDir = *dataDir
+		}
+		if *logLevel != "" {
+			cfg.LogLevel = *logLevel
+		}
+		cfg.Failpoints = fps
+		if *insecure {
+			cfg.Insecure = true
+		}
+		return cfg, nil
+	}
+	cfg, err := read()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "txcoord:", err)
 		os.Exit(2)
 	}
-	cfg.ApplyEnv(os.Getenv)
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *logLevel != "" {
-		cfg.LogLevel = *logLevel
-	}
-	cfg.Failpoints = fps
-	if *insecure {
-		cfg.Insecure = true
-	}
-
-	var level slog.Level
+	var level slog.LevelVar
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "txcoord: log_level %q: use debug, info, warn or error\n", cfg.LogLevel)
 		os.Exit(2)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: &level}))
+	cfg.Level = &level
+	if *configPath != "" {
+		cfg.Reread = read
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -13,8 +13,9 @@ func (o *options) auditCommand() *cobra.Command {
 	c := group(&cobra.Command{
 		Use:   "audit",
 		Short: "The hash-chained audit trail: list, verify",
-		Long: `Every heuristic resolution (txctl resolve), membership change and snapshot
-restore is appended to an audit trail in the replicated decision store. Each
+		Long: `Every logged decision, heuristic resolution (txctl resolve), membership change,
+snapshot restore, configuration reload and authorization denial is appended
+to an audit trail in the replicated decision store. Each
 entry's hash covers its content and the previous entry's hash, so an entry
 edited in a store file breaks the chain from there on.`,
 		Example: `  txctl audit list
@@ -25,29 +26,37 @@ edited in a store file breaks the chain from there on.`,
 	return c
 }
 
-// readAudit reads the whole trail and its verdict from the cluster, or
-// from a stopped node's store with --data-dir.
-func (o *options) readAudit(ctx context.Context, dataDir string) ([]wal.AuditEntry, verdictJSON, error) {
+// readAudit reads the entries q selects and the verdict on the whole trail
+// from the cluster, or from a stopped node's store with --data-dir.
+func (o *options) readAudit(ctx context.Context, dataDir string, q wal.AuditQuery) ([]wal.AuditEntry, verdictJSON, error) {
 	if dataDir != "" {
-		v, err := readStore(dataDir)
+		file, err := storeFile(dataDir)
 		if err != nil {
 			return nil, verdictJSON{}, exitf(ExitFailure, "read %s: %v", dataDir, err)
 		}
-		return v.Audit, verdict(v.Audit, v.AuditOK, v.BrokenAt, v.Problem), nil
+		s, err := wal.Open(file, wal.Options{ReadOnly: true, OpenTimeout: storeLockWait})
+		if err != nil {
+			return nil, verdictJSON{}, exitf(ExitFailure, "read %s: %v", dataDir, err)
+		}
+		defer s.Close()
+		entries, v, err := s.QueryAudit(q)
+		if err != nil {
+			return nil, verdictJSON{}, exitf(ExitFailure, "read %s: %v", dataDir, err)
+		}
+		return entries, verdict(v), nil
 	}
 	c, err := o.dial(ctx)
 	if err != nil {
 		return nil, verdictJSON{}, err
 	}
 	defer c.Close()
-	// Unlimited: the verdict covers the whole trail anyway, and the count and
-	// head come from the full listing.
-	resp, err := c.ListAudit(ctx, 0)
+	resp, err := c.ListAudit(ctx, &pb.ListAuditRequest{Limit: uint32(q.Limit), Kind: q.Kind, Action: q.Action, Txid: q.TxID, Seq: q.Seq})
 	if err != nil {
 		return nil, verdictJSON{}, err
 	}
 	entries := fromProtoAudit(resp.Entries)
-	return entries, verdict(entries, resp.Verified, resp.BrokenAtSeq, resp.Problem), nil
+	return entries, verdict(wal.AuditVerdict{OK: resp.Verified, BrokenAt: resp.BrokenAtSeq, Problem: resp.Problem,
+		Entries: resp.Total, HeadSeq: resp.HeadSeq, HeadHash: resp.HeadHash, AnchorSeq: resp.AnchorSeq, AnchorHash: resp.AnchorHash}), nil
 }
 
 func fromProtoAudit(in []*pb.AuditEntry) []wal.AuditEntry {
@@ -64,35 +73,36 @@ func fromProtoAudit(in []*pb.AuditEntry) []wal.AuditEntry {
 }
 
 func (o *options) auditListCommand() *cobra.Command {
-	var dataDir, txid, action string
+	var dataDir, txid, action, kind string
 	var limit int
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List audit entries (oldest first) and whether the hash chain verifies",
-		Long: `Lists the audit trail, oldest first: who did what, when and why. The chain is
+		Long: `Lists the audit trail, oldest first: who did what, when and why. Every logged
+decision is an entry (action DECISION, kind "decision"); everything else
+(resolutions, membership, restores, config reloads, authorization denials)
+is kind "operator". --kind picks one of them (default all). The chain is
 verified over the whole trail whatever the filters. Exit 3 when it does not
 verify.`,
-		Example: `  txctl audit list
+		Example: `  txctl audit list --kind operator
+  txctl audit list --kind decision --limit 50
   txctl audit list --txid 0190a1b2c3d4e5f60718
   txctl audit list --action RESOLVE --limit 20 -o json
   txctl audit list --data-dir /var/lib/txcoord/n1`,
 		Args: cobra.NoArgs,
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if limit < 0 || limit > 10000 {
-				return exitf(ExitUsage, "--limit %d: use 0 (all) to 10000", limit)
+				return exitf(ExitUsage, "--limit %d: use 0 (all, at most 10000 from a cluster) to 10000", limit)
 			}
-			entries, vd, err := o.readAudit(ctx, dataDir)
+			if kind == "all" {
+				kind = wal.KindAll
+			}
+			if kind != wal.KindAll && kind != wal.KindDecision && kind != wal.KindOperator {
+				return exitf(ExitUsage, "--kind %q: use operator, decision or all", kind)
+			}
+			shown, vd, err := o.readAudit(ctx, dataDir, wal.AuditQuery{Kind: kind, Action: action, TxID: txid, Limit: limit})
 			if err != nil {
 				return err
-			}
-			var shown []wal.AuditEntry
-			for _, e := range entries {
-				if (txid == "" || e.TxID == txid) && (action == "" || e.Action == action) {
-					shown = append(shown, e)
-				}
-			}
-			if limit > 0 && len(shown) > limit {
-				shown = shown[len(shown)-limit:]
 			}
 			if o.json() {
 				js := []auditJSON{}
@@ -114,9 +124,11 @@ verify.`,
 	f := c.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "read a stopped node's store offline instead of asking the cluster")
 	f.StringVar(&txid, "txid", "", "only entries about this transaction")
-	f.StringVar(&action, "action", "", "only this action (RESOLVE, MEMBER_ADD, MEMBER_REMOVE, SNAPSHOT_RESTORE...)")
+	f.StringVar(&kind, "kind", "all", "operator (everything but decisions), decision, or all")
+	f.StringVar(&action, "action", "", "only this action (DECISION, RESOLVE, MEMBER_ADD, MEMBER_REMOVE, SNAPSHOT_RESTORE, CONFIG_RELOAD, AUTHZ_DENIED...)")
 	f.IntVar(&limit, "limit", 0, "only the newest N matching entries (0 = all)")
-	_ = c.RegisterFlagCompletionFunc("action", fixedCompletions("RESOLVE", "MEMBER_ADD", "MEMBER_REMOVE", "SNAPSHOT_RESTORE"))
+	_ = c.RegisterFlagCompletionFunc("kind", fixedCompletions("operator", "decision", "all"))
+	_ = c.RegisterFlagCompletionFunc("action", fixedCompletions("DECISION", "RESOLVE", "MEMBER_ADD", "MEMBER_REMOVE", "SNAPSHOT_RESTORE", "CONFIG_RELOAD", "CONFIG_RELOAD_REFUSED", "AUTHZ_DENIED"))
 	_ = c.MarkFlagDirname("data-dir")
 	return c
 }
@@ -151,9 +163,13 @@ when it does not (the first entry that does not match is named).`,
   txctl audit verify --data-dir /var/lib/txcoord/n1 -o json`,
 		Args: cobra.NoArgs,
 		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string) error {
-			entries, vd, err := o.readAudit(ctx, dataDir)
+			entries, vd, err := o.readAudit(ctx, dataDir, wal.AuditQuery{Limit: 1})
 			if err != nil {
 				return err
+			}
+			if !vd.Verified && vd.BrokenAtSeq > 0 {
+				// Show the entry named, whatever its kind and age.
+				entries, _, _ = o.readAudit(ctx, dataDir, wal.AuditQuery{Seq: vd.BrokenAtSeq, Limit: 1})
 			}
 			if o.json() {
 				if err := o.printJSON(vd); err != nil {

@@ -56,7 +56,7 @@ live cluster instead. Exit 3 when the audit chain does not verify.`,
 			} else {
 				o.printInspect(v, recs, len(v.Records))
 			}
-			if !v.AuditOK {
+			if !v.AuditVerdict.OK {
 				return quiet(ExitInDoubt)
 			}
 			return nil
@@ -121,6 +121,9 @@ type verdictJSON struct {
 	Problem     string `json:"problem"`
 	HeadSeq     uint64 `json:"head_seq"`
 	HeadHash    string `json:"head_hash"`
+	// Pruned entries end at the anchor (0: none pruned).
+	AnchorSeq  uint64 `json:"anchor_seq,omitempty"`
+	AnchorHash string `json:"anchor_hash,omitempty"`
 }
 
 func inspectJSON(v *storeView, recs []*wal.Record) any {
@@ -166,17 +169,14 @@ func inspectJSON(v *storeView, recs []*wal.Record) any {
 		"records":       rs,
 		"audit": map[string]any{
 			"entries": entries,
-			"verdict": verdict(v.Audit, v.AuditOK, v.BrokenAt, v.Problem),
+			"verdict": verdict(v.AuditVerdict),
 		},
 	}
 }
 
-func verdict(entries []wal.AuditEntry, ok bool, brokenAt uint64, problem string) verdictJSON {
-	vj := verdictJSON{Verified: ok, Entries: len(entries), BrokenAtSeq: brokenAt, Problem: problem}
-	if n := len(entries); n > 0 {
-		vj.HeadSeq, vj.HeadHash = entries[n-1].Seq, entries[n-1].Hash
-	}
-	return vj
+func verdict(v wal.AuditVerdict) verdictJSON {
+	return verdictJSON{Verified: v.OK, Entries: int(v.Entries), BrokenAtSeq: v.BrokenAt, Problem: v.Problem,
+		HeadSeq: v.HeadSeq, HeadHash: v.HeadHash, AnchorSeq: v.AnchorSeq, AnchorHash: v.AnchorHash}
 }
 
 func (o *options) printInspect(v *storeView, recs []*wal.Record, total int) {
@@ -236,12 +236,13 @@ func (o *options) printInspect(v *storeView, recs []*wal.Record, total int) {
 		}
 	}
 
-	o.section("AUDIT TRAIL")
-	o.printAudit(v.Audit, v.AuditOK, v.BrokenAt, v.Problem)
+	o.section("AUDIT TRAIL (operator entries; txctl audit list --kind decision for decisions)")
+	o.printAudit(v.Audit, v.AuditVerdict)
 }
 
 // printAudit prints entries and the chain verdict.
-func (o *options) printAudit(entries []wal.AuditEntry, ok bool, brokenAt uint64, problem string) {
+func (o *options) printAudit(entries []wal.AuditEntry, v wal.AuditVerdict) {
+	ok, brokenAt := v.OK, v.BrokenAt
 	if len(entries) == 0 {
 		o.printf("(no entries)\n")
 	} else {
@@ -255,7 +256,7 @@ func (o *options) printAudit(entries []wal.AuditEntry, ok bool, brokenAt uint64,
 		}
 		t.flush()
 	}
-	o.printVerdict(verdict(entries, ok, brokenAt, problem))
+	o.printVerdict(verdict(v))
 }
 
 func (o *options) printVerdict(v verdictJSON) {
@@ -263,6 +264,9 @@ func (o *options) printVerdict(v verdictJSON) {
 		o.printf("audit chain: verified (%s", plural(v.Entries, "entry", "entries"))
 		if v.Entries > 0 {
 			o.printf(", head seq %d hash %s", v.HeadSeq, v.HeadHash)
+		}
+		if v.AnchorSeq > 0 {
+			o.printf("; entries up to seq %d pruned, chain anchored at hash %s", v.AnchorSeq, v.AnchorHash)
 		}
 		o.printf(")\n")
 		return

@@ -51,7 +51,7 @@ func summarize(path string) (fileSummary, error) {
 		return fileSummary{}, err
 	}
 	s := fileSummary{File: path, Bytes: v.SizeBytes, SHA256: sum, Applied: v.Applied, Digest: v.Digest,
-		Records: len(v.Records), Members: len(v.Members), Audit: verdict(v.Audit, v.AuditOK, v.BrokenAt, v.Problem)}
+		Records: len(v.Records), Members: len(v.Members), Audit: verdict(v.AuditVerdict)}
 	for _, r := range v.Records {
 		if !r.Done {
 			s.Pending++

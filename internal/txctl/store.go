@@ -40,17 +40,17 @@ func storeFile(path string) (string, error) {
 
 // storeView is everything inspect shows, read in one go.
 type storeView struct {
-	Path      string
-	Applied   uint64
-	Digest    string
-	Records   []*wal.Record
-	Members   map[string]string
-	Audit     []wal.AuditEntry
-	AuditOK   bool
-	BrokenAt  uint64
-	Problem   string
-	Raft      *raftView // nil when there is no raft.db next to the store
-	SizeBytes int64
+	Path    string
+	Applied uint64
+	Digest  string
+	Records []*wal.Record
+	Members map[string]string
+	// Audit holds the operator entries (decision entries, one per logged
+	// decision, are counted in AuditVerdict but not held).
+	Audit        []wal.AuditEntry
+	AuditVerdict wal.AuditVerdict
+	Raft         *raftView // nil when there is no raft.db next to the store
+	SizeBytes    int64
 }
 
 // raftView is what raft.db says, read-only: how far the log goes beyond
@@ -103,7 +103,7 @@ func readStore(path string) (v *storeView, err error) {
 	if v.Members, err = s.Members(); err != nil {
 		return nil, err
 	}
-	if v.Audit, v.AuditOK, v.BrokenAt, v.Problem, err = s.Audit(0); err != nil {
+	if v.Audit, v.AuditVerdict, err = s.QueryAudit(wal.AuditQuery{Kind: wal.KindOperator}); err != nil {
 		return nil, err
 	}
 	if fi, e := os.Stat(filepath.Join(filepath.Dir(file), "raft.db")); e == nil && !fi.IsDir() && filepath.Base(file) == "decisions.db" {

@@ -253,7 +253,7 @@ Exit codes:
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletions("table", "json"))
 
 	root.AddCommand(o.clusterCommand(), o.txCommand(), o.inDoubtCommand(), o.recoverCommand(), o.resolveCommand(),
-		o.auditCommand(), o.snapshotCommand(), o.inspectCommand())
+		o.auditCommand(), o.snapshotCommand(), o.inspectCommand(), o.reloadCommand(), o.driftCommand())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

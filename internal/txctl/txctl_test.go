@@ -198,7 +198,7 @@ func TestInspectIsReadOnlyAndDetectsAnEditedAuditEntry(t *testing.T) {
 		t.Fatalf("inspect: exit %d: %s", code, stderr)
 	}
 	for _, want := range []string{"opened read-only", "raft index 6", "2 (1 not done)", "01a21536a5c5cbef7b05", "ABORT", "restored from backup",
-		"n1", "127.0.0.1:7400", "ops@host", "MEMBER_ADD", "audit chain: verified (2 entries"} {
+		"n1", "127.0.0.1:7400", "ops@host", "MEMBER_ADD", "audit chain: verified (4 entries"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
@@ -217,21 +217,22 @@ func TestInspectIsReadOnlyAndDetectsAnEditedAuditEntry(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &j); err != nil || code != ExitOK {
 		t.Fatalf("inspect -o json: exit %d, %v:\n%s", code, err, out)
 	}
-	if len(j.Records) != 1 || !j.Records[0].Heuristic || j.Records[0].Done || !j.Audit.Verdict.Verified || j.Audit.Verdict.Entries != 2 {
+	if len(j.Records) != 1 || !j.Records[0].Heuristic || j.Records[0].Done || !j.Audit.Verdict.Verified || j.Audit.Verdict.Entries != 4 { // two DECISION entries, RESOLVE, MEMBER_ADD
 		t.Fatalf("inspect --pending -o json: %+v", j)
 	}
 	if after := sha(t, path); after != before {
 		t.Fatal("inspect modified the store file")
 	}
 
-	// Edit the RESOLVE entry's reason in place, as a tamperer would.
+	// Edit the RESOLVE entry's reason (seq 3, after the two decisions) in
+	// place, as a tamperer would.
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		var k [8]byte
-		binary.BigEndian.PutUint64(k[:], 1)
+		binary.BigEndian.PutUint64(k[:], 3)
 		var e map[string]any
 		if err := json.Unmarshal(tx.Bucket([]byte("audit")).Get(k[:]), &e); err != nil {
 			return err
@@ -244,11 +245,11 @@ func TestInspectIsReadOnlyAndDetectsAnEditedAuditEntry(t *testing.T) {
 	}
 	db.Close()
 	out, _, code = runCLI(t, "inspect", "--data-dir", dir)
-	if code != ExitInDoubt || !strings.Contains(out, "BROKEN at seq 1: entry content does not match its hash") || !strings.Contains(out, "1 <-- BROKEN") {
+	if code != ExitInDoubt || !strings.Contains(out, "BROKEN at seq 3: entry content does not match its hash") || !strings.Contains(out, "3 <-- BROKEN") {
 		t.Fatalf("inspect after the edit: exit %d:\n%s", code, out)
 	}
 	out, _, code = runCLI(t, "audit", "verify", "--data-dir", dir)
-	if code != ExitInDoubt || !strings.Contains(out, "seq 1") || !strings.Contains(out, `reason "routine"`) {
+	if code != ExitInDoubt || !strings.Contains(out, "seq 3") || !strings.Contains(out, `reason "routine"`) {
 		t.Fatalf("audit verify after the edit: exit %d:\n%s", code, out)
 	}
 }

@@ -108,7 +108,9 @@ type node struct {
 
 type nodeOpts struct {
 	maxStatements int
-	extraYAML     string
+	// coordinatorYAML is added to the coordinator section ("  key: value\n" lines).
+	coordinatorYAML string
+	extraYAML       string
 	// healthDial: how start() reaches the node (TLS nodes need credentials).
 	healthDial []grpc.DialOption
 	// pgDSN overrides the PostgreSQL participant's DSN.
@@ -125,6 +127,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	if o.maxStatements > 0 {
 		maxStmts = fmt.Sprintf("  max_statements: %d\n", o.maxStatements)
 	}
+	maxStmts += o.coordinatorYAML
 	insecure := "insecure: true\n"
 	if strings.Contains(o.extraYAML, "tls:") {
 		insecure = ""

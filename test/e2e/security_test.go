@@ -14,6 +14,7 @@ import (
 
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/devcerts"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,16 +48,16 @@ func TestMutualTLSRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeFiles, err := ca.WriteIdentity(filepath.Join(dir, "n1"), "n1")
+	nodeFiles, err := ca.WritePeer(filepath.Join(dir, "n1"), "n1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	appFiles, err := ca.WriteIdentity(filepath.Join(dir, "app"), "app")
+	appFiles, err := ca.WriteClient(filepath.Join(dir, "app"), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rogueCA, _ := devcerts.NewCA("rogue CA")
-	rogueFiles, err := rogueCA.WriteIdentity(filepath.Join(dir, "rogue"), "app")
+	rogueFiles, err := rogueCA.WriteClient(filepath.Join(dir, "rogue"), "app")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func TestAuthorizationLimitsAndSecrets(t *testing.T) {
 	// Denials are in the audit trail.
 	var audit string
 	eventually(t, 10*time.Second, "denials audited", func() bool {
-		resp, err := ops.ListAudit(ctx, 0)
+		resp, err := ops.ListAudit(ctx, &pb.ListAuditRequest{Kind: "operator"})
 		if err != nil {
 			return false
 		}
@@ -237,5 +238,73 @@ func TestAuthorizationLimitsAndSecrets(t *testing.T) {
 				t.Errorf("a secret appears in the %s", what)
 			}
 		}
+	}
+}
+
+// Server and client identities are distinct: on the gRPC API a node
+// (peer) certificate presented as a client certificate is refused, and so is
+// a client certificate claiming a node's identity; on the Raft transport a
+// client certificate of the same CA is refused while a node certificate is
+// accepted.
+func TestServerAndClientIdentitiesDistinct(t *testing.T) {
+	needDBs(t)
+	dir := t.TempDir()
+	ca, err := devcerts.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, _ := ca.WritePeer(filepath.Join(dir, "n1"), "n1")
+	n2, _ := ca.WritePeer(filepath.Join(dir, "n2"), "n2")
+	app, _ := ca.WriteClient(filepath.Join(dir, "app"), "app")
+	fakeNode, _ := ca.WriteClient(filepath.Join(dir, "fake"), "n1") // a client certificate named like the node
+	good := tlsClientConfig(t, app)
+	n := newNode(t, nodeOpts{
+		extraYAML:  fmt.Sprintf("tls: {cert_file: %q, key_file: %q, ca_file: %q}\n", n1.Cert, n1.Key, n1.CA),
+		healthDial: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(good))},
+	})
+	n.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fast := client.WithRetryPolicy(client.RetryPolicy{Attempts: 1})
+	for name, f := range map[string]devcerts.Files{"another node's certificate (n2)": n2, "the node's own certificate": n1, "a client certificate named n1": fakeNode} {
+		c, _ := client.Dial(ctx, n.addr, fast, client.WithTLS(tlsClientConfig(t, f)))
+		if _, err := c.GetTransaction(ctx, "0000000000000000beef"); err == nil || codeOf(err) == codes.NotFound {
+			t.Errorf("%s was served as a client of the gRPC API (%v)", name, err)
+		} else {
+			t.Logf("%s refused: %v", name, err)
+		}
+		c.Close()
+	}
+	ok, _ := client.Dial(ctx, n.addr, client.WithTLS(good))
+	defer ok.Close()
+	if _, _, err := ok.Run(ctx, client.TxOptions{}, client.On("pg", client.SQL("SELECT 1"))); err != nil {
+		t.Fatalf("client certificate refused: %v", err)
+	}
+
+	// The Raft port: a client certificate fails the handshake; a node's passes.
+	raftAddr := raftBindOf(t, n)
+	handshake := func(f devcerts.Files) error {
+		c, err := tls.Dial("tcp", raftAddr, tlsClientConfig(t, f))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// TLS 1.3: the server's verdict on the client certificate arrives
+		// after the client's handshake completes; a read surfaces it.
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err = c.Read(make([]byte, 1))
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil // accepted: raft simply waits for our RPC
+		}
+		return err
+	}
+	if err := handshake(app); err == nil {
+		t.Error("the Raft transport accepted a client certificate")
+	} else {
+		t.Logf("client certificate refused on the Raft transport: %v", err)
+	}
+	if err := handshake(n2); err != nil {
+		t.Errorf("the Raft transport refused a node certificate: %v", err)
 	}
 }

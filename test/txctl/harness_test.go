@@ -662,7 +662,20 @@ func equalHashes(a, b map[string]string) bool {
 // editAuditReason rewrites the reason of audit entry seq in a stopped
 // node's decisions.db with bbolt directly (bucket "audit", key the 8-byte
 // big-endian seq, value the entry as JSON), as a tamperer would.
+// editAuditDetail rewrites a decision entry's COMMIT as ABORT in the file.
+func editAuditDetail(t *testing.T, path string, seq uint64) {
+	t.Helper()
+	editAuditField(t, path, seq, func(e map[string]any) {
+		e["detail"] = strings.Replace(e["detail"].(string), "COMMIT", "ABORT", 1)
+	})
+}
+
 func editAuditReason(t *testing.T, path string, seq uint64, reason string) {
+	t.Helper()
+	editAuditField(t, path, seq, func(e map[string]any) { e["reason"] = reason })
+}
+
+func editAuditField(t *testing.T, path string, seq uint64, edit func(map[string]any)) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
@@ -680,7 +693,7 @@ func editAuditReason(t *testing.T, path string, seq uint64, reason string) {
 		if err := json.Unmarshal(b.Get(k[:]), &e); err != nil {
 			return fmt.Errorf("audit entry %d: %w", seq, err)
 		}
-		e["reason"] = reason
+		edit(e)
 		v, err := json.Marshal(e)
 		if err != nil {
 			return err

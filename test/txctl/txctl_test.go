@@ -202,14 +202,24 @@ func TestResolveForceHeuristicAuditSnapshotInspect(t *testing.T) {
 
 	// The audit trail: who, when, why; the chain verifies.
 	actor := txctl.DefaultActor()
-	aj := run("audit", "list", "--txid", txid, "-o", "json").want(t, txctl.ExitOK).json(t)
+	aj := run("audit", "list", "--txid", txid, "--kind", "operator", "-o", "json").want(t, txctl.ExitOK).json(t)
 	entries := list(aj, "entries")
 	if len(entries) != 1 || entries[0]["action"] != "RESOLVE" || entries[0]["actor"] != actor || entries[0]["reason"] != reason ||
 		!strings.Contains(entries[0]["detail"].(string), "FORCED over the logged COMMIT decision") {
 		t.Fatalf("audit entry: want RESOLVE by %s with the reason and FORCED, got %v", actor, aj["entries"])
 	}
-	run("audit", "list").want(t, txctl.ExitOK).contains(t, "RESOLVE", actor, "audit chain: verified")
-	run("audit", "verify").want(t, txctl.ExitOK).contains(t, "audit chain: verified (1 entry")
+	// The logged COMMIT decision is an entry too (kind decision), before it.
+	dj := run("audit", "list", "--txid", txid, "--kind", "decision", "-o", "json").want(t, txctl.ExitOK).json(t)
+	if ds := list(dj, "entries"); len(ds) != 1 || ds[0]["action"] != "DECISION" || ds[0]["actor"] != "coordinator" ||
+		!strings.HasPrefix(ds[0]["detail"].(string), "COMMIT [pg,surreal] term ") || ds[0]["seq"] != float64(1) {
+		t.Fatalf("decision entry: want seq 1 DECISION COMMIT [pg,surreal] by coordinator, got %v", dj["entries"])
+	}
+	run("audit", "list").want(t, txctl.ExitOK).contains(t, "DECISION", "RESOLVE", actor, "audit chain: verified")
+	ro := run("audit", "list", "--kind", "operator").want(t, txctl.ExitOK)
+	ro.contains(t, "RESOLVE")
+	ro.notContains(t, "DECISION")
+	run("audit", "list", "--kind", "bogus").want(t, txctl.ExitUsage)
+	run("audit", "verify").want(t, txctl.ExitOK).contains(t, "audit chain: verified (2 entries")
 
 	// Snapshot round trip on the live node.
 	snap := t.TempDir() + "/decisions.snap"
@@ -225,7 +235,7 @@ func TestResolveForceHeuristicAuditSnapshotInspect(t *testing.T) {
 		t.Fatalf("restore: want every record of the file restored, got %v", sj)
 	}
 	run("tx", "show", txid).want(t, txctl.ExitOK).contains(t, "ABORTED", "heuristic  YES")
-	run("audit", "list").want(t, txctl.ExitOK).contains(t, "SNAPSHOT_RESTORE", "audit chain: verified (2 entries")
+	run("audit", "list").want(t, txctl.ExitOK).contains(t, "SNAPSHOT_RESTORE", "audit chain: verified (3 entries")
 
 	// inspect refuses a running node's store (its lock is held).
 	run("inspect", "--data-dir", n.dataDir).want(t, txctl.ExitFailure).contains(t, "locked by a running process")
@@ -234,7 +244,7 @@ func TestResolveForceHeuristicAuditSnapshotInspect(t *testing.T) {
 	n.stop()
 	before := hashDir(t, n.dataDir)
 	r = run("inspect", "--data-dir", n.dataDir).want(t, txctl.ExitOK)
-	r.contains(t, "opened read-only", txid, "ABORT", "n1", n.addr, "RESOLVE", "SNAPSHOT_RESTORE", "audit chain: verified (2 entries")
+	r.contains(t, "opened read-only", txid, "ABORT", "n1", n.addr, "RESOLVE", "SNAPSHOT_RESTORE", "audit chain: verified (3 entries")
 	ij := run("inspect", "--data-dir", n.dataDir, "--txid", txid, "-o", "json").want(t, txctl.ExitOK).json(t)
 	if recs := list(ij, "records"); len(recs) != 1 || recs[0]["heuristic"] != true || recs[0]["outcome"] != "ABORT" || recs[0]["done"] != true {
 		t.Fatalf("inspect --txid: want the done heuristic ABORT record, got %v", ij["records"])
@@ -245,15 +255,20 @@ func TestResolveForceHeuristicAuditSnapshotInspect(t *testing.T) {
 	}
 
 	// Someone edits the RESOLVE entry's reason in the file: detected, named.
-	editAuditReason(t, n.dataDir+"/decisions.db", 1, "nothing to see here")
+	editAuditReason(t, n.dataDir+"/decisions.db", 2, "nothing to see here")
 	r = run("inspect", "--data-dir", n.dataDir).want(t, txctl.ExitInDoubt)
-	r.contains(t, "audit chain: BROKEN at seq 1: entry content does not match its hash (edited?)", "nothing to see here")
+	r.contains(t, "audit chain: BROKEN at seq 2: entry content does not match its hash (edited?)", "nothing to see here")
 	r = run("audit", "verify", "--data-dir", n.dataDir).want(t, txctl.ExitInDoubt)
-	r.contains(t, "BROKEN at seq 1", "RESOLVE")
+	r.contains(t, "BROKEN at seq 2", "RESOLVE")
 	vj := run("audit", "verify", "--data-dir", n.dataDir, "-o", "json").want(t, txctl.ExitInDoubt).json(t)
-	if vj["verified"] != false || vj["broken_at_seq"] != float64(1) {
-		t.Fatalf("audit verify json: want broken at seq 1, got %v", vj)
+	if vj["verified"] != false || vj["broken_at_seq"] != float64(2) {
+		t.Fatalf("audit verify json: want broken at seq 2, got %v", vj)
 	}
+	// A decision entry edited (COMMIT → ABORT) is detected the same way.
+	editAuditReason(t, n.dataDir+"/decisions.db", 2, reason) // put the reason back
+	editAuditDetail(t, n.dataDir+"/decisions.db", 1)
+	run("audit", "verify", "--data-dir", n.dataDir).want(t, txctl.ExitInDoubt).contains(t, "BROKEN at seq 1", "DECISION")
+
 }
 
 // The heuristic hazard, refused: a coordinator killed after PostgreSQL
@@ -356,9 +371,9 @@ func TestTLSAndTokenAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeID, _ := ca.WriteIdentity(filepath.Join(dir, "n1"), "n1")
-	ops, _ := ca.WriteIdentity(filepath.Join(dir, "ops"), "ops")
-	app, _ := ca.WriteIdentity(filepath.Join(dir, "app"), "app")
+	nodeID, _ := ca.WritePeer(filepath.Join(dir, "n1"), "n1")
+	ops, _ := ca.WriteClient(filepath.Join(dir, "ops"), "ops")
+	app, _ := ca.WriteClient(filepath.Join(dir, "app"), "app")
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte("ops s3cret-ops-0123456789\napp s3cret-app-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)

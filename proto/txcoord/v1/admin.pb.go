@@ -872,8 +872,15 @@ func (x *AuditEntry) GetHash() string {
 }
 
 type ListAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"` // the newest N; default all (at most 10000)
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Limit uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"` // the newest N matching entries; default all (at most 10000)
+	// Filters (optional): kind "decision" (one entry per logged decision) or
+	// "operator" (everything else); an exact action; a transaction id.
+	Kind   string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Txid   string `protobuf:"bytes,4,opt,name=txid,proto3" json:"txid,omitempty"`
+	// Only the entry with this seq (0: any).
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -915,13 +922,49 @@ func (x *ListAuditRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListAuditRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ListAuditResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Entries  []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	Verified bool                   `protobuf:"varint,2,opt,name=verified,proto3" json:"verified,omitempty"`
 	// When not verified: the first entry whose hash does not match.
-	BrokenAtSeq   uint64 `protobuf:"varint,3,opt,name=broken_at_seq,json=brokenAtSeq,proto3" json:"broken_at_seq,omitempty"`
-	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	BrokenAtSeq uint64 `protobuf:"varint,3,opt,name=broken_at_seq,json=brokenAtSeq,proto3" json:"broken_at_seq,omitempty"`
+	Problem     string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The whole trail: its number of entries and its newest entry.
+	Total    uint64 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	HeadSeq  uint64 `protobuf:"varint,6,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash string `protobuf:"bytes,7,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// Entries before anchor_seq were pruned (audit_retention); the first
+	// retained entry links to anchor_hash. 0 when nothing was pruned.
+	AnchorSeq     uint64 `protobuf:"varint,8,opt,name=anchor_seq,json=anchorSeq,proto3" json:"anchor_seq,omitempty"`
+	AnchorHash    string `protobuf:"bytes,9,opt,name=anchor_hash,json=anchorHash,proto3" json:"anchor_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -984,6 +1027,132 @@ func (x *ListAuditResponse) GetProblem() string {
 	return ""
 }
 
+func (x *ListAuditResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *ListAuditResponse) GetAnchorSeq() uint64 {
+	if x != nil {
+		return x.AnchorSeq
+	}
+	return 0
+}
+
+func (x *ListAuditResponse) GetAnchorHash() string {
+	if x != nil {
+		return x.AnchorHash
+	}
+	return ""
+}
+
+type ReloadConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadConfigRequest) Reset() {
+	*x = ReloadConfigRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadConfigRequest) ProtoMessage() {}
+
+func (x *ReloadConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadConfigRequest.ProtoReflect.Descriptor instead.
+func (*ReloadConfigRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+type ReloadConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What changed, by field name (never values); empty when nothing did.
+	Changed []string `protobuf:"bytes,1,rep,name=changed,proto3" json:"changed,omitempty"`
+	// sha256 of the reloadable configuration now in force (secrets are
+	// hashed, never returned).
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadConfigResponse) Reset() {
+	*x = ReloadConfigResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadConfigResponse) ProtoMessage() {}
+
+func (x *ReloadConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadConfigResponse.ProtoReflect.Descriptor instead.
+func (*ReloadConfigResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReloadConfigResponse) GetChanged() []string {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
+func (x *ReloadConfigResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 type SaveSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -992,7 +1161,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1173,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1186,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type SnapshotChunk struct {
@@ -1029,7 +1198,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1210,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1223,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1073,7 +1242,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1254,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1267,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestoreSnapshotResponse) GetDecisions() uint64 {
@@ -1116,7 +1285,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1297,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1310,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type Member struct {
@@ -1159,7 +1328,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1340,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1353,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Member) GetId() string {
@@ -1245,7 +1414,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1426,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1439,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -1375,7 +1544,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1556,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1569,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1432,7 +1601,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1613,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1626,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type RemoveServerRequest struct {
@@ -1469,7 +1638,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1650,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1663,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1512,7 +1681,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1693,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1706,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type TransferLeadershipRequest struct {
@@ -1549,7 +1718,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1730,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1743,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -1593,7 +1762,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1774,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1787,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransferLeadershipResponse) GetNewLeaderId() string {
@@ -1636,7 +1805,7 @@ type StoreDigestRequest struct {
 
 func (x *StoreDigestRequest) Reset() {
 	*x = StoreDigestRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1817,7 @@ func (x *StoreDigestRequest) String() string {
 func (*StoreDigestRequest) ProtoMessage() {}
 
 func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1830,7 @@ func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestRequest.ProtoReflect.Descriptor instead.
 func (*StoreDigestRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type StoreDigestResponse struct {
@@ -1676,7 +1845,7 @@ type StoreDigestResponse struct {
 
 func (x *StoreDigestResponse) Reset() {
 	*x = StoreDigestResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1857,7 @@ func (x *StoreDigestResponse) String() string {
 func (*StoreDigestResponse) ProtoMessage() {}
 
 func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1870,7 @@ func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestResponse.ProtoReflect.Descriptor instead.
 func (*StoreDigestResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StoreDigestResponse) GetNodeId() string {
@@ -1805,14 +1974,29 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1b\n" +
 	"\tprev_hash\x18\b \x01(\tR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\t \x01(\tR\x04hash\"(\n" +
+	"\x04hash\x18\t \x01(\tR\x04hash\"z\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\rR\x05limit\"\x9f\x01\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x12\n" +
+	"\x04txid\x18\x04 \x01(\tR\x04txid\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xad\x02\n" +
 	"\x11ListAuditResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.txcoord.v1.AuditEntryR\aentries\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12\"\n" +
 	"\rbroken_at_seq\x18\x03 \x01(\x04R\vbrokenAtSeq\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem\"\x15\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12\x14\n" +
+	"\x05total\x18\x05 \x01(\x04R\x05total\x12\x19\n" +
+	"\bhead_seq\x18\x06 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\a \x01(\tR\bheadHash\x12\x1d\n" +
+	"\n" +
+	"anchor_seq\x18\b \x01(\x04R\tanchorSeq\x12\x1f\n" +
+	"\vanchor_hash\x18\t \x01(\tR\n" +
+	"anchorHash\"\x15\n" +
+	"\x13ReloadConfigRequest\"H\n" +
+	"\x14ReloadConfigResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x03(\tR\achanged\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\x15\n" +
 	"\x13SaveSnapshotRequest\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"7\n" +
@@ -1864,7 +2048,7 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x0eWILL_ROLL_BACK\x10\x02\x12\x0e\n" +
 	"\n" +
 	"LEFT_ALONE\x10\x03\x12\x0f\n" +
-	"\vIN_PROGRESS\x10\x042\xc4\a\n" +
+	"\vIN_PROGRESS\x10\x042\x97\b\n" +
 	"\x05Admin\x12T\n" +
 	"\rClusterStatus\x12 .txcoord.v1.ClusterStatusRequest\x1a!.txcoord.v1.ClusterStatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.txcoord.v1.AddVoterRequest\x1a\x1c.txcoord.v1.AddVoterResponse\x12Q\n" +
@@ -1875,7 +2059,8 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\aInDoubt\x12\x1a.txcoord.v1.InDoubtRequest\x1a\x1b.txcoord.v1.InDoubtResponse\x12B\n" +
 	"\aRecover\x12\x1a.txcoord.v1.RecoverRequest\x1a\x1b.txcoord.v1.RecoverResponse\x12B\n" +
 	"\aResolve\x12\x1a.txcoord.v1.ResolveRequest\x1a\x1b.txcoord.v1.ResolveResponse\x12H\n" +
-	"\tListAudit\x12\x1c.txcoord.v1.ListAuditRequest\x1a\x1d.txcoord.v1.ListAuditResponse\x12L\n" +
+	"\tListAudit\x12\x1c.txcoord.v1.ListAuditRequest\x1a\x1d.txcoord.v1.ListAuditResponse\x12Q\n" +
+	"\fReloadConfig\x12\x1f.txcoord.v1.ReloadConfigRequest\x1a .txcoord.v1.ReloadConfigResponse\x12L\n" +
 	"\fSaveSnapshot\x12\x1f.txcoord.v1.SaveSnapshotRequest\x1a\x19.txcoord.v1.SnapshotChunk0\x01\x12S\n" +
 	"\x0fRestoreSnapshot\x12\x19.txcoord.v1.SnapshotChunk\x1a#.txcoord.v1.RestoreSnapshotResponse(\x01B7Z5github.com/txcoord/txcoord/proto/txcoord/v1;txcoordv1b\x06proto3"
 
@@ -1892,7 +2077,7 @@ func file_txcoord_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_txcoord_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_txcoord_v1_admin_proto_goTypes = []any{
 	(PlannedAction)(0),                 // 0: txcoord.v1.PlannedAction
 	(*ListTransactionsRequest)(nil),    // 1: txcoord.v1.ListTransactionsRequest
@@ -1908,72 +2093,76 @@ var file_txcoord_v1_admin_proto_goTypes = []any{
 	(*AuditEntry)(nil),                 // 11: txcoord.v1.AuditEntry
 	(*ListAuditRequest)(nil),           // 12: txcoord.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),          // 13: txcoord.v1.ListAuditResponse
-	(*SaveSnapshotRequest)(nil),        // 14: txcoord.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),              // 15: txcoord.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil),    // 16: txcoord.v1.RestoreSnapshotResponse
-	(*ClusterStatusRequest)(nil),       // 17: txcoord.v1.ClusterStatusRequest
-	(*Member)(nil),                     // 18: txcoord.v1.Member
-	(*ClusterStatusResponse)(nil),      // 19: txcoord.v1.ClusterStatusResponse
-	(*AddVoterRequest)(nil),            // 20: txcoord.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 21: txcoord.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 22: txcoord.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 23: txcoord.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 24: txcoord.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 25: txcoord.v1.TransferLeadershipResponse
-	(*StoreDigestRequest)(nil),         // 26: txcoord.v1.StoreDigestRequest
-	(*StoreDigestResponse)(nil),        // 27: txcoord.v1.StoreDigestResponse
-	nil,                                // 28: txcoord.v1.InDoubtResponse.UnreachableEntry
-	nil,                                // 29: txcoord.v1.RecoverResponse.UnreachableEntry
-	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
-	(*Transaction)(nil),                // 31: txcoord.v1.Transaction
-	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
-	(Outcome)(0),                       // 33: txcoord.v1.Outcome
+	(*ReloadConfigRequest)(nil),        // 14: txcoord.v1.ReloadConfigRequest
+	(*ReloadConfigResponse)(nil),       // 15: txcoord.v1.ReloadConfigResponse
+	(*SaveSnapshotRequest)(nil),        // 16: txcoord.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 17: txcoord.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 18: txcoord.v1.RestoreSnapshotResponse
+	(*ClusterStatusRequest)(nil),       // 19: txcoord.v1.ClusterStatusRequest
+	(*Member)(nil),                     // 20: txcoord.v1.Member
+	(*ClusterStatusResponse)(nil),      // 21: txcoord.v1.ClusterStatusResponse
+	(*AddVoterRequest)(nil),            // 22: txcoord.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 23: txcoord.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 24: txcoord.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 25: txcoord.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 26: txcoord.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 27: txcoord.v1.TransferLeadershipResponse
+	(*StoreDigestRequest)(nil),         // 28: txcoord.v1.StoreDigestRequest
+	(*StoreDigestResponse)(nil),        // 29: txcoord.v1.StoreDigestResponse
+	nil,                                // 30: txcoord.v1.InDoubtResponse.UnreachableEntry
+	nil,                                // 31: txcoord.v1.RecoverResponse.UnreachableEntry
+	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
+	(*Transaction)(nil),                // 33: txcoord.v1.Transaction
+	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
+	(Outcome)(0),                       // 35: txcoord.v1.Outcome
 }
 var file_txcoord_v1_admin_proto_depIdxs = []int32{
-	30, // 0: txcoord.v1.ListTransactionsRequest.min_age:type_name -> google.protobuf.Duration
-	31, // 1: txcoord.v1.ListTransactionsResponse.transactions:type_name -> txcoord.v1.Transaction
+	32, // 0: txcoord.v1.ListTransactionsRequest.min_age:type_name -> google.protobuf.Duration
+	33, // 1: txcoord.v1.ListTransactionsResponse.transactions:type_name -> txcoord.v1.Transaction
 	0,  // 2: txcoord.v1.InDoubtBranch.action:type_name -> txcoord.v1.PlannedAction
-	32, // 3: txcoord.v1.InDoubtBranch.prepared_at:type_name -> google.protobuf.Timestamp
-	30, // 4: txcoord.v1.InDoubtBranch.age:type_name -> google.protobuf.Duration
+	34, // 3: txcoord.v1.InDoubtBranch.prepared_at:type_name -> google.protobuf.Timestamp
+	32, // 4: txcoord.v1.InDoubtBranch.age:type_name -> google.protobuf.Duration
 	3,  // 5: txcoord.v1.InDoubtResponse.branches:type_name -> txcoord.v1.InDoubtBranch
-	31, // 6: txcoord.v1.InDoubtResponse.undone:type_name -> txcoord.v1.Transaction
-	28, // 7: txcoord.v1.InDoubtResponse.unreachable:type_name -> txcoord.v1.InDoubtResponse.UnreachableEntry
+	33, // 6: txcoord.v1.InDoubtResponse.undone:type_name -> txcoord.v1.Transaction
+	30, // 7: txcoord.v1.InDoubtResponse.unreachable:type_name -> txcoord.v1.InDoubtResponse.UnreachableEntry
 	0,  // 8: txcoord.v1.RecoveryAction.action:type_name -> txcoord.v1.PlannedAction
 	7,  // 9: txcoord.v1.RecoverResponse.actions:type_name -> txcoord.v1.RecoveryAction
-	29, // 10: txcoord.v1.RecoverResponse.unreachable:type_name -> txcoord.v1.RecoverResponse.UnreachableEntry
-	33, // 11: txcoord.v1.ResolveRequest.outcome:type_name -> txcoord.v1.Outcome
-	31, // 12: txcoord.v1.ResolveResponse.transaction:type_name -> txcoord.v1.Transaction
+	31, // 10: txcoord.v1.RecoverResponse.unreachable:type_name -> txcoord.v1.RecoverResponse.UnreachableEntry
+	35, // 11: txcoord.v1.ResolveRequest.outcome:type_name -> txcoord.v1.Outcome
+	33, // 12: txcoord.v1.ResolveResponse.transaction:type_name -> txcoord.v1.Transaction
 	11, // 13: txcoord.v1.ResolveResponse.audit:type_name -> txcoord.v1.AuditEntry
-	32, // 14: txcoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	34, // 14: txcoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	11, // 15: txcoord.v1.ListAuditResponse.entries:type_name -> txcoord.v1.AuditEntry
-	32, // 16: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
-	18, // 17: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
-	17, // 18: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
-	20, // 19: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
-	22, // 20: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
-	24, // 21: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
-	26, // 22: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
+	34, // 16: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	20, // 17: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
+	19, // 18: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
+	22, // 19: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
+	24, // 20: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
+	26, // 21: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
+	28, // 22: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
 	1,  // 23: txcoord.v1.Admin.ListTransactions:input_type -> txcoord.v1.ListTransactionsRequest
 	4,  // 24: txcoord.v1.Admin.InDoubt:input_type -> txcoord.v1.InDoubtRequest
 	6,  // 25: txcoord.v1.Admin.Recover:input_type -> txcoord.v1.RecoverRequest
 	9,  // 26: txcoord.v1.Admin.Resolve:input_type -> txcoord.v1.ResolveRequest
 	12, // 27: txcoord.v1.Admin.ListAudit:input_type -> txcoord.v1.ListAuditRequest
-	14, // 28: txcoord.v1.Admin.SaveSnapshot:input_type -> txcoord.v1.SaveSnapshotRequest
-	15, // 29: txcoord.v1.Admin.RestoreSnapshot:input_type -> txcoord.v1.SnapshotChunk
-	19, // 30: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
-	21, // 31: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
-	23, // 32: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
-	25, // 33: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
-	27, // 34: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
-	2,  // 35: txcoord.v1.Admin.ListTransactions:output_type -> txcoord.v1.ListTransactionsResponse
-	5,  // 36: txcoord.v1.Admin.InDoubt:output_type -> txcoord.v1.InDoubtResponse
-	8,  // 37: txcoord.v1.Admin.Recover:output_type -> txcoord.v1.RecoverResponse
-	10, // 38: txcoord.v1.Admin.Resolve:output_type -> txcoord.v1.ResolveResponse
-	13, // 39: txcoord.v1.Admin.ListAudit:output_type -> txcoord.v1.ListAuditResponse
-	15, // 40: txcoord.v1.Admin.SaveSnapshot:output_type -> txcoord.v1.SnapshotChunk
-	16, // 41: txcoord.v1.Admin.RestoreSnapshot:output_type -> txcoord.v1.RestoreSnapshotResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
+	14, // 28: txcoord.v1.Admin.ReloadConfig:input_type -> txcoord.v1.ReloadConfigRequest
+	16, // 29: txcoord.v1.Admin.SaveSnapshot:input_type -> txcoord.v1.SaveSnapshotRequest
+	17, // 30: txcoord.v1.Admin.RestoreSnapshot:input_type -> txcoord.v1.SnapshotChunk
+	21, // 31: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
+	23, // 32: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
+	25, // 33: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
+	27, // 34: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
+	29, // 35: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
+	2,  // 36: txcoord.v1.Admin.ListTransactions:output_type -> txcoord.v1.ListTransactionsResponse
+	5,  // 37: txcoord.v1.Admin.InDoubt:output_type -> txcoord.v1.InDoubtResponse
+	8,  // 38: txcoord.v1.Admin.Recover:output_type -> txcoord.v1.RecoverResponse
+	10, // 39: txcoord.v1.Admin.Resolve:output_type -> txcoord.v1.ResolveResponse
+	13, // 40: txcoord.v1.Admin.ListAudit:output_type -> txcoord.v1.ListAuditResponse
+	15, // 41: txcoord.v1.Admin.ReloadConfig:output_type -> txcoord.v1.ReloadConfigResponse
+	17, // 42: txcoord.v1.Admin.SaveSnapshot:output_type -> txcoord.v1.SnapshotChunk
+	18, // 43: txcoord.v1.Admin.RestoreSnapshot:output_type -> txcoord.v1.RestoreSnapshotResponse
+	31, // [31:44] is the sub-list for method output_type
+	18, // [18:31] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1991,7 +2180,7 @@ func file_txcoord_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_txcoord_v1_admin_proto_rawDesc), len(file_txcoord_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Admin_Recover_FullMethodName            = "/txcoord.v1.Admin/Recover"
 	Admin_Resolve_FullMethodName            = "/txcoord.v1.Admin/Resolve"
 	Admin_ListAudit_FullMethodName          = "/txcoord.v1.Admin/ListAudit"
+	Admin_ReloadConfig_FullMethodName       = "/txcoord.v1.Admin/ReloadConfig"
 	Admin_SaveSnapshot_FullMethodName       = "/txcoord.v1.Admin/SaveSnapshot"
 	Admin_RestoreSnapshot_FullMethodName    = "/txcoord.v1.Admin/RestoreSnapshot"
 )
@@ -69,9 +70,15 @@ type AdminClient interface {
 	// cannot resolve itself. It refuses to contradict a logged decision
 	// unless force is set. Every use is written to the audit trail.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
-	// ListAudit returns the audit trail (oldest first) and whether its hash
-	// chain verifies.
+	// ListAudit returns the audit trail (oldest first), filtered, and whether
+	// its hash chain verifies (always over the whole trail).
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// ReloadConfig re-reads this node's configuration file and applies its
+	// reloadable parts (auth tokens file, client policies, limits, log level)
+	// without a restart, as SIGHUP does. A configuration that fails
+	// validation is refused (FAILED_PRECONDITION with the reason) and the old
+	// one stays. Success and refusal are both audit entries.
+	ReloadConfig(ctx context.Context, in *ReloadConfigRequest, opts ...grpc.CallOption) (*ReloadConfigResponse, error)
 	// SaveSnapshot streams a consistent copy of the decision store.
 	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 	// RestoreSnapshot replaces the cluster's decision state with a saved
@@ -187,6 +194,16 @@ func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) ReloadConfig(ctx context.Context, in *ReloadConfigRequest, opts ...grpc.CallOption) (*ReloadConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReloadConfigResponse)
+	err := c.cc.Invoke(ctx, Admin_ReloadConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_SaveSnapshot_FullMethodName, cOpts...)
@@ -253,9 +270,15 @@ type AdminServer interface {
 	// cannot resolve itself. It refuses to contradict a logged decision
 	// unless force is set. Every use is written to the audit trail.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
-	// ListAudit returns the audit trail (oldest first) and whether its hash
-	// chain verifies.
+	// ListAudit returns the audit trail (oldest first), filtered, and whether
+	// its hash chain verifies (always over the whole trail).
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// ReloadConfig re-reads this node's configuration file and applies its
+	// reloadable parts (auth tokens file, client policies, limits, log level)
+	// without a restart, as SIGHUP does. A configuration that fails
+	// validation is refused (FAILED_PRECONDITION with the reason) and the old
+	// one stays. Success and refusal are both audit entries.
+	ReloadConfig(context.Context, *ReloadConfigRequest) (*ReloadConfigResponse, error)
 	// SaveSnapshot streams a consistent copy of the decision store.
 	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	// RestoreSnapshot replaces the cluster's decision state with a saved
@@ -300,6 +323,9 @@ func (UnimplementedAdminServer) Resolve(context.Context, *ResolveRequest) (*Reso
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) ReloadConfig(context.Context, *ReloadConfigRequest) (*ReloadConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReloadConfig not implemented")
 }
 func (UnimplementedAdminServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
@@ -508,6 +534,24 @@ func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ReloadConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReloadConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReloadConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReloadConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReloadConfig(ctx, req.(*ReloadConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SaveSnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -572,6 +616,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _Admin_ListAudit_Handler,
+		},
+		{
+			MethodName: "ReloadConfig",
+			Handler:    _Admin_ReloadConfig_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
