@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/console"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/participants"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -244,6 +246,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
 
+	if cfg.Console.Enabled {
+		cs, closeMembers, err := startConsole(ctx, cfg, coord, advertise, serverTLS, policy, m, logger)
+		if err != nil {
+			gs.Stop()
+			return err
+		}
+		defer closeMembers()
+		defer cs.Close()
+		logger.Info("console", "url", cs.URL(), "auth", policy != nil, "tls", serverTLS != nil)
+	}
+
 	if err := coord.Start(ctx); err != nil {
 		gs.Stop()
 		return err
@@ -293,6 +306,54 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	coord.Stop()
 	return nil
+}
+
+// startConsole serves the web console on console.listen: HTTPS with the
+// node's certificates when tls is configured, behind the node's policy. It
+// calls this node's own services in-process and asks other members for
+// their status over gRPC (with this node's certificate under TLS, and the
+// signed-in client's token when it has one).
+func startConsole(ctx context.Context, cfg Config, coord *coordinator.Coordinator, advertise string, serverTLS *security.Reloader,
+	policy *security.Policy, m *metrics.Metrics, logger *slog.Logger) (*console.Server, func(), error) {
+	admin := server.NewAdmin(coord)
+	var opts []client.Option
+	if serverTLS != nil {
+		opts = append(opts, client.WithTLS(serverTLS.ClientConfig("")))
+	}
+	members, err := client.Dial(ctx, advertise, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	cc := console.Config{
+		Listen: cfg.Console.Listen, Policy: policy, SessionTTL: time.Duration(cfg.Console.SessionTTL),
+		Backend: consoleBackend{AdminServer: admin, Server: server.New(coord)}, Figures: m.Registry,
+		OnDenied: coord.AuditDenial,
+		AskMember: func(ctx context.Context, addr, bearer string) (*pb.ClusterStatusResponse, error) {
+			if addr == advertise {
+				return admin.ClusterStatus(ctx, &pb.ClusterStatusRequest{})
+			}
+			if bearer != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bearer)
+			}
+			return members.NodeStatus(ctx, addr)
+		},
+	}
+	if serverTLS != nil {
+		cc.TLS = serverTLS.ServerConfigOptionalClientCert()
+	}
+	cs, err := console.Listen(cc, logger)
+	if err != nil {
+		members.Close()
+		return nil, nil, err
+	}
+	return cs, func() { members.Close() }, nil
+}
+
+// consoleBackend is the node's Admin and Coordinator services, as the
+// console calls them (in-process).
+type consoleBackend struct {
+	*server.AdminServer
+	*server.Server
 }
 
 // registerRaftGauges exposes Raft's state and this node's load.
