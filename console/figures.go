@@ -17,8 +17,12 @@ import (
 // gathers the in-process metrics registry (no scraping over HTTP) and keeps
 // a ring of samples, from which the pages draw inline SVG.
 
-// ringSize is how many one-second samples are kept (5 minutes).
-const ringSize = 300
+// ringSize is how many one-second samples are kept (5 minutes); a chart
+// spans at least minWindow samples.
+const (
+	ringSize  = 300
+	minWindow = 60
+)
 
 // sample is one second of the coordinator's figures. Rates are per second
 // over the interval; P50/P99 are commit latencies in milliseconds over the
@@ -244,13 +248,15 @@ func drawChart(id, title, unit string, ss []series, n int) chart {
 	fmt.Fprintf(&b, `<text class="axis" x="%.1f" y="%d" text-anchor="end">now</text>`, x1, chartH-6)
 	fmt.Fprintf(&b, `<text class="axis" x="%.1f" y="%d" text-anchor="middle">%s</text>`, (x0+x1)/2, chartH-6, template.HTMLEscapeString(unit))
 	for _, s := range ss {
-		// A polyline per run of known values (NaN breaks the line).
+		// A polyline per run of known values (NaN breaks the line); a run
+		// of one value is a dot.
 		var pts []string
 		flush := func() {
 			if len(pts) == 1 {
-				pts = append(pts, pts[0])
-			}
-			if len(pts) > 0 {
+				var x, y float64
+				fmt.Sscanf(pts[0], "%f,%f", &x, &y)
+				fmt.Fprintf(&b, `<circle class="dot %s" cx="%.1f" cy="%.1f" r="3"/>`, s.Class, x, y)
+			} else if len(pts) > 1 {
 				fmt.Fprintf(&b, `<polyline class="line %s" points="%s"/>`, s.Class, strings.Join(pts, " "))
 			}
 			pts = nil
@@ -310,7 +316,8 @@ func (f *figures) charts() []chart {
 		}
 		return out
 	}
-	n := ringSize
+	// The x axis spans the samples there are, at least a minute.
+	n := min(ringSize, max(minWindow, len(ss)))
 	return []chart{
 		drawChart("throughput", "Throughput", "transactions/s", []series{
 			{Name: "committed", Class: "s1", Vals: col(func(s sample) float64 { return s.Committed })},

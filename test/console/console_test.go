@@ -277,7 +277,7 @@ func testCharts(t *testing.T, tab context.Context, leader *node) {
 	if !strings.Contains(legend, "p50") || !strings.Contains(legend, "ms") {
 		t.Errorf("latency legend: want p50 in ms, got %q", legend)
 	}
-	if n := eval[int](t, tab, `document.querySelectorAll('#chart-latency polyline').length`); n == 0 {
+	if n := eval[int](t, tab, `document.querySelectorAll('#chart-latency polyline, #chart-latency circle').length`); n == 0 {
 		t.Errorf("latency chart: no line drawn")
 	}
 	screenshot(t, tab, "charts")

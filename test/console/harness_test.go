@@ -445,12 +445,11 @@ func newBrowser(t *testing.T) *browser {
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
 	t.Cleanup(cancel2)
-	// Start it now (bounded), so a broken browser fails here, clearly.
-	sctx, cancel3 := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel3()
-	if err := chromedp.Do(sctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start Chromium (%s): %v", chromePath, err)
-	}
+	// Start it now, so a broken browser fails here, clearly. The first
+	// action on a chromedp context starts the browser (or tab) for the
+	// context it is given: it must be ctx itself, not a context with a
+	// timeout whose end would close it; the timer bounds it instead.
+	startFirst(t, ctx, "start Chromium ("+chromePath+")")
 	return &browser{ctx: ctx}
 }
 
@@ -463,7 +462,19 @@ func (b *browser) tab(t *testing.T, isolated bool) context.Context {
 	}
 	ctx, cancel := chromedp.NewContext(b.ctx, opts...)
 	t.Cleanup(cancel)
+	startFirst(t, ctx, "open a tab")
 	return ctx
+}
+
+// startFirst runs the first action of a chromedp context on the context
+// itself, bounded by 30 s through a timer that cancels it.
+func startFirst(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	timer := time.AfterFunc(30*time.Second, func() { chromedp.Cancel(ctx) })
+	defer timer.Stop()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("browser: %s: %v", what, err)
+	}
 }
 
 // do runs browser steps, bounded by d.
@@ -546,4 +557,7 @@ func signIn(t *testing.T, ctx context.Context, base, token string) {
 		chromedp.SendKeys(chromedp.CSS("#token"), token),
 		chromedp.Click(chromedp.CSS("#signin")),
 	)
+	// Done when the answer is loaded: a page of the console, or the form
+	// again with the reason it was refused.
+	waitJS(t, ctx, 20*time.Second, "sign-in answered", `document.readyState === 'complete' && (location.pathname !== '/login' || !!document.querySelector('#login-reason'))`)
 }

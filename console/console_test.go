@@ -1,0 +1,204 @@
+package console
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/security"
+)
+
+// backend answers with fixed data whose every value is marked, so a test
+// can tell whether any of it leaked. The browser tests (test/console) run
+// the console against real nodes; these check the access rules alone.
+type backend struct{ recovered int }
+
+const secret = "n1-SECRET-DATA"
+
+func (b *backend) ClusterStatus(context.Context, *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
+	return &pb.ClusterStatusResponse{NodeId: secret, State: "Leader", LeaderId: secret, Term: 7,
+		Members: []*pb.Member{{Id: secret, GrpcAddress: "self", Role: "LEADER", Suffrage: "VOTER"}}, Ready: true}, nil
+}
+func (b *backend) ListTransactions(context.Context, *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
+	return &pb.ListTransactionsResponse{Transactions: []*pb.Transaction{{Txid: secret}}}, nil
+}
+func (b *backend) GetTransaction(context.Context, *pb.GetTransactionRequest) (*pb.Transaction, error) {
+	return &pb.Transaction{Txid: secret}, nil
+}
+func (b *backend) InDoubt(context.Context, *pb.InDoubtRequest) (*pb.InDoubtResponse, error) {
+	return &pb.InDoubtResponse{Branches: []*pb.InDoubtBranch{{Participant: "pg", Txid: secret, Ours: true, Action: pb.PlannedAction_WILL_COMMIT}}}, nil
+}
+func (b *backend) Recover(_ context.Context, r *pb.RecoverRequest) (*pb.RecoverResponse, error) {
+	if !r.DryRun {
+		b.recovered++
+	}
+	return &pb.RecoverResponse{DryRun: r.DryRun, Actions: []*pb.RecoveryAction{{Participant: "pg", Txid: secret, Gid: "g", Action: pb.PlannedAction_WILL_COMMIT}}}, nil
+}
+func (b *backend) ListAudit(context.Context, *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {
+	return &pb.ListAuditResponse{Verified: true, Entries: []*pb.AuditEntry{{Seq: 1, Actor: secret, Action: "RECOVER"}}}, nil
+}
+
+func newTestServer(t *testing.T, withAuth bool) (*Server, *backend, *[]string) {
+	t.Helper()
+	var policy *security.Policy
+	if withAuth {
+		tokens := filepath.Join(t.TempDir(), "tokens")
+		os.WriteFile(tokens, []byte("ops ops-token-0123456789\napp app-token-0123456789\n"), 0o600)
+		var err error
+		policy, err = security.LoadPolicy(security.AuthConfig{TokensFile: tokens, Clients: []security.ClientPolicy{
+			{Name: "ops", Admin: true}, {Name: "app", Coordinator: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &backend{}
+	var denied []string
+	s, err := New(Config{Policy: policy, Backend: b, SessionTTL: time.Hour, Figures: prometheus.NewRegistry(),
+		AskMember: func(ctx context.Context, addr, bearer string) (*pb.ClusterStatusResponse, error) {
+			return b.ClusterStatus(ctx, nil)
+		},
+		OnDenied: func(id, method, reason string) { denied = append(denied, id+" "+method) }}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, b, &denied
+}
+
+func get(t *testing.T, h http.Handler, path string, cookies ...*http.Cookie) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, path, nil)
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func post(t *testing.T, h http.Handler, path string, form url.Values, cookies ...*http.Cookie) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range cookies {
+		r.AddCookie(c)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+var dataPaths = []string{"/cluster", "/transactions", "/in-doubt", "/audit", "/charts", "/transactions/x", "/in-doubt/apply",
+	"/fragment/cluster", "/fragment/transactions", "/fragment/in-doubt", "/fragment/audit", "/fragment/charts",
+	"/api/cluster", "/api/transactions", "/api/in-doubt", "/api/audit", "/api/charts", "/api/transactions/x"}
+
+func TestNoDataWithoutSignIn(t *testing.T) {
+	s, b, _ := newTestServer(t, true)
+	h := s.Handler()
+	for _, p := range dataPaths {
+		w := get(t, h, p)
+		if w.Code != http.StatusUnauthorized || strings.Contains(w.Body.String(), secret) {
+			t.Errorf("GET %s: status %d (want 401), leaks data: %v", p, w.Code, strings.Contains(w.Body.String(), secret))
+		}
+	}
+	if w := post(t, h, "/in-doubt/apply", url.Values{"confirm": {"yes"}}); w.Code != http.StatusUnauthorized || b.recovered != 0 {
+		t.Errorf("POST apply without sign-in: status %d, recovered %d", w.Code, b.recovered)
+	}
+	// A client without admin: refused at sign-in, audited, no session.
+	w := post(t, h, "/login", url.Values{"token": {"app-token-0123456789"}})
+	if w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 || !strings.Contains(w.Body.String(), "admin: true") {
+		t.Errorf("sign-in as app: status %d, cookies %v", w.Code, w.Result().Cookies())
+	}
+}
+
+func TestSessionAndCSRF(t *testing.T) {
+	s, b, denied := newTestServer(t, true)
+	h := s.Handler()
+	w := post(t, h, "/login", url.Values{"token": {"ops-token-0123456789"}, "next": {"//evil.example/x"}})
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/cluster" {
+		t.Fatalf("sign-in: status %d, location %q (an off-site next must not be followed)", w.Code, w.Header().Get("Location"))
+	}
+	cookie := w.Result().Cookies()[0]
+	if !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Name != sessionCookie {
+		t.Fatalf("session cookie: %+v", cookie)
+	}
+	for _, p := range dataPaths {
+		w := get(t, h, p, cookie)
+		if w.Code != http.StatusOK || !strings.Contains(p, "charts") && !strings.Contains(w.Body.String(), secret) {
+			t.Errorf("GET %s signed in: status %d", p, w.Code)
+		}
+	}
+	// Apply needs the session's CSRF token and the confirmation.
+	ss := s.sessions.get(cookie.Value)
+	plan := planFingerprint(&pb.RecoverResponse{Actions: []*pb.RecoveryAction{{Participant: "pg", Gid: "g", Action: pb.PlannedAction_WILL_COMMIT}}})
+	if w := post(t, h, "/in-doubt/apply", url.Values{"confirm": {"yes"}, "plan": {plan}, "csrf": {"wrong"}}, cookie); w.Code != http.StatusForbidden || b.recovered != 0 {
+		t.Errorf("apply with a wrong CSRF token: status %d, recovered %d", w.Code, b.recovered)
+	}
+	if w := post(t, h, "/in-doubt/apply", url.Values{"plan": {plan}, "csrf": {ss.csrf}}, cookie); w.Code != http.StatusUnprocessableEntity || b.recovered != 0 {
+		t.Errorf("apply unconfirmed: status %d, recovered %d", w.Code, b.recovered)
+	}
+	if w := post(t, h, "/in-doubt/apply", url.Values{"confirm": {"yes"}, "plan": {"other"}, "csrf": {ss.csrf}}, cookie); w.Code != http.StatusConflict || b.recovered != 0 {
+		t.Errorf("apply of another plan: status %d, recovered %d", w.Code, b.recovered)
+	}
+	if w := post(t, h, "/in-doubt/apply", url.Values{"confirm": {"yes"}, "plan": {plan}, "csrf": {ss.csrf}}, cookie); w.Code != http.StatusOK || b.recovered != 1 ||
+		!strings.Contains(w.Body.String(), "Recovery pass applied") {
+		t.Errorf("apply: status %d, recovered %d", w.Code, b.recovered)
+	}
+	if len(*denied) == 0 {
+		t.Error("a refused apply must be reported to OnDenied")
+	}
+	// Expiry: the session ends, and with it every answer.
+	s.sessions.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if w := get(t, h, "/api/cluster", cookie); w.Code != http.StatusUnauthorized {
+		t.Errorf("expired session: status %d", w.Code)
+	}
+}
+
+func TestOpenConsoleSaysSo(t *testing.T) {
+	s, _, _ := newTestServer(t, false)
+	w := get(t, s.Handler(), "/cluster")
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "No access control") {
+		t.Fatalf("open console: status %d, banner missing", w.Code)
+	}
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("CSP: %q", csp)
+	}
+}
+
+func TestQuantileAndChart(t *testing.T) {
+	bounds := []float64{0.001, 0.002, 0.004, 0.008}
+	cum := []float64{0, 50, 90, 100} // 50 in (1,2] ms, 40 in (2,4], 10 in (4,8]
+	if q := quantile(0.5, bounds, cum, 100); math.Abs(q-0.002) > 1e-9 {
+		t.Errorf("p50 = %v, want 0.002", q)
+	}
+	if q := quantile(0.99, bounds, cum, 100); q <= 0.004 || q > 0.008 {
+		t.Errorf("p99 = %v, want in (0.004, 0.008]", q)
+	}
+	c := drawChart("x", "T <b>", "ms", []series{{Name: "a", Class: "s1", Vals: []float64{1, 2, math.NaN(), 3}}}, 60)
+	svg := string(c.SVG)
+	if strings.Count(svg, "<polyline") != 1 || strings.Count(svg, "<circle") != 1 || strings.Contains(svg, "<b>") {
+		t.Errorf("chart: want one line, one dot, escaped title:\n%s", svg)
+	}
+	if !strings.Contains(c.Summary, "a: 3.00 ms") {
+		t.Errorf("summary: %q", c.Summary)
+	}
+}
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{"/in-doubt": "/in-doubt", "": "/cluster", "https://evil.example/": "/cluster",
+		"//evil.example": "/cluster", "/\\evil.example": "/cluster", "/transactions?state=ACTIVE": "/transactions?state=ACTIVE"} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
