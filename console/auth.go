@@ -324,7 +324,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	id := identityFrom(r.Context())
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil || !validCSRF(id, r.PostForm.Get("csrf")) {
+	if err := r.ParseForm(); err != nil || !sameOrigin(r) || !validCSRF(id, r.PostForm.Get("csrf")) {
 		s.renderError(w, r, http.StatusForbidden, "the sign-out form is stale: load the page again")
 		return
 	}

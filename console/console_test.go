@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/txcoord/txcoord/internal/devcerts"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
 )
@@ -228,5 +230,93 @@ func TestListenCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatalf("goroutines: %d before, %d after Close", before, runtime.NumGoroutine())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Under TLS: HTTPS with the node's certificates; a client certificate of
+// the CA identifies the client (admin or not), a browser without one may
+// still sign in with a token, and a plain-HTTP request is not answered.
+func TestTLSClientCertificateAndToken(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := devcerts.NewCA("console test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeF, _ := ca.WriteIdentity(filepath.Join(dir, "n1"), "n1")
+	opsF, _ := ca.WriteIdentity(filepath.Join(dir, "ops"), "ops")
+	appF, _ := ca.WriteIdentity(filepath.Join(dir, "app"), "app")
+	srvTLS, err := security.NewReloader(security.TLSFiles{CertFile: nodeF.Cert, KeyFile: nodeF.Key, CAFile: nodeF.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := newTestServer(t, true)
+	cfg := s.cfg
+	cfg.Listen, cfg.TLS = "127.0.0.1:0", srvTLS.ServerConfigOptionalClientCert()
+	ls, err := Listen(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	if !strings.HasPrefix(ls.URL(), "https://") {
+		t.Fatalf("URL %s: want https", ls.URL())
+	}
+	clientFor := func(f *devcerts.Files) *http.Client {
+		r, err := security.NewReloader(security.TLSFiles{CertFile: nodeF.Cert, KeyFile: nodeF.Key, CAFile: nodeF.CA})
+		if f != nil {
+			r, err = security.NewReloader(security.TLSFiles{CertFile: f.Cert, KeyFile: f.Key, CAFile: f.CA})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := r.ClientConfig("")
+		if f == nil {
+			tc.GetClientCertificate = nil // a browser without a certificate
+		}
+		jar, _ := cookiejar.New(nil)
+		return &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	status := func(c *http.Client, path string) int {
+		t.Helper()
+		resp, err := c.Get(ls.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK && strings.Contains(string(body), secret) {
+			t.Errorf("GET %s refused with data in the body", path)
+		}
+		return resp.StatusCode
+	}
+	if got := status(clientFor(&opsF), "api/cluster"); got != http.StatusOK {
+		t.Errorf("ops certificate: status %d, want 200", got)
+	}
+	if got := status(clientFor(&appF), "api/cluster"); got != http.StatusForbidden {
+		t.Errorf("app certificate (no admin): status %d, want 403", got)
+	}
+	anon := clientFor(nil)
+	if got := status(anon, "api/cluster"); got != http.StatusUnauthorized {
+		t.Errorf("no certificate: status %d, want 401", got)
+	}
+	resp, err := anon.PostForm(ls.URL()+"login", url.Values{"token": {"ops-token-0123456789"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := status(anon, "api/cluster"); got != http.StatusOK {
+		t.Errorf("no certificate, signed in with a token: status %d, want 200", got)
+	}
+	u, _ := url.Parse(ls.URL())
+	for _, c := range anon.Jar.Cookies(u) {
+		if c.Name == sessionCookie && c.Value == "" {
+			t.Error("empty session cookie")
+		}
+	}
+	if resp, err := http.Get("http://" + u.Host + "/api/cluster"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), secret) {
+			t.Error("plain HTTP got data from the HTTPS console")
+		}
 	}
 }

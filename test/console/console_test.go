@@ -393,6 +393,7 @@ func testApply(t *testing.T, c *cluster, b *browser, leader *node, txid string) 
 	if !found {
 		t.Fatalf("confirmation page: want pg WILL_COMMIT for %s, got %v", txid, plan)
 	}
+	screenshot(t, tab, "apply-review")
 	// Without ticking the box the browser does not submit (required).
 	do(t, tab, 10*time.Second, "apply unconfirmed", chromedp.Click(chromedp.CSS("#apply")))
 	time.Sleep(300 * time.Millisecond)
@@ -408,7 +409,6 @@ func testApply(t *testing.T, c *cluster, b *browser, leader *node, txid string) 
 	if a.Status != http.StatusForbidden || !strings.Contains(a.Body, "CSRF") {
 		t.Errorf("apply without CSRF token: status %d, want 403 naming CSRF", a.Status)
 	}
-	screenshot(t, tab, "apply-review")
 	do(t, tab, 60*time.Second, "confirm and apply",
 		chromedp.Click(chromedp.CSS("#confirm")),
 		chromedp.Click(chromedp.CSS("#apply")),
