@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/security"
-	)
+)
 
 // Access control, the Admin API's rules applied to browsers:
 //
