@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -20,6 +21,7 @@ import (
 	"github.com/txcoord/txcoord/internal/devcerts"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"github.com/txcoord/txcoord/security"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // backend answers with fixed data whose every value is marked, so a test
@@ -318,5 +320,56 @@ func TestTLSClientCertificateAndToken(t *testing.T) {
 		if strings.Contains(string(body), secret) {
 			t.Error("plain HTTP got data from the HTTPS console")
 		}
+	}
+}
+
+func TestPhasesOf(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(ms int, name string) *pb.TransactionEvent {
+		return &pb.TransactionEvent{At: timestamppb.New(t0.Add(time.Duration(ms) * time.Millisecond)), Event: name}
+	}
+	ps := phasesOf([]*pb.TransactionEvent{ev(0, "BEGIN"), ev(10, "BRANCH_OPENED"), ev(30, "COMMIT_REQUESTED"), ev(40, "VOTE"),
+		ev(70, "DECISION"), ev(80, "COMMITTED"), ev(95, "COMMITTED")})
+	want := []phase{{"active (statements)", 0, 30 * time.Millisecond, "p-active"}, {"prepare and decision", 30 * time.Millisecond, 40 * time.Millisecond, "p-prepare"},
+		{"phase two", 70 * time.Millisecond, 25 * time.Millisecond, "p-two"}}
+	if fmt.Sprint(ps) != fmt.Sprint(want) {
+		t.Errorf("committed: got %v, want %v", ps, want)
+	}
+	ps = phasesOf([]*pb.TransactionEvent{ev(0, "BEGIN"), ev(5, "ABORT"), ev(9, "ROLLED_BACK")})
+	if len(ps) != 2 || ps[0].Name != "active, aborted" || ps[1].Name != "phase two" || ps[1].Dur != 4*time.Millisecond {
+		t.Errorf("aborted while active: %v", ps)
+	}
+	if !strings.Contains(string(drawPhases(ps)), "<rect") || drawPhases(nil) != "" {
+		t.Error("drawPhases")
+	}
+}
+
+// The sampler turns the registry's counters into per-second rates and
+// commit-latency percentiles, including the second in which the latency
+// histogram first appears.
+func TestFiguresSampler(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tx := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "txcoord_transactions_total"}, []string{"outcome"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "txcoord_commit_seconds", Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16)}, []string{"outcome"})
+	reg.MustRegister(tx, lat)
+	f := newFigures(reg)
+	t0 := time.Now()
+	f.tick(t0)
+	for range 10 {
+		tx.WithLabelValues("committed").Inc()
+		lat.WithLabelValues("committed").Observe(0.003)
+	}
+	tx.WithLabelValues("aborted").Inc()
+	f.tick(t0.Add(time.Second))
+	ss := f.samples()
+	if len(ss) != 1 || ss[0].Committed != 10 || ss[0].Aborted != 1 {
+		t.Fatalf("samples: %+v", ss)
+	}
+	if ss[0].P50 < 2 || ss[0].P50 > 4.1 || math.IsNaN(ss[0].P99) {
+		t.Errorf("p50 %v ms of 3 ms commits (bucket 2-4 ms), p99 %v", ss[0].P50, ss[0].P99)
+	}
+	f.tick(t0.Add(2 * time.Second))
+	if ss := f.samples(); len(ss) != 2 || ss[1].Committed != 0 || !math.IsNaN(ss[1].P50) {
+		t.Errorf("a second without commits: %+v", ss[1])
 	}
 }

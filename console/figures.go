@@ -144,10 +144,15 @@ func (f *figures) add(c *counters) {
 	rate := func(k string) float64 { return math.Max(0, c.outcomes[k]-prev.outcomes[k]) / secs }
 	s := sample{At: c.at, Committed: rate("committed"), Aborted: rate("aborted"), Unknown: rate("unknown"),
 		InDoubt: c.inDoubt, Active: c.active, P50: math.NaN(), P99: math.NaN()}
-	if n := c.count - prev.count; n > 0 && len(c.buckets) == len(prev.buckets) {
+	// A histogram appears with its first observation: before that, its
+	// previous counts are zeros.
+	if n := c.count - prev.count; n > 0 && (len(prev.buckets) == 0 || len(c.buckets) == len(prev.buckets)) {
 		delta := make([]float64, len(c.buckets))
 		for i := range delta {
-			delta[i] = c.buckets[i] - prev.buckets[i]
+			delta[i] = c.buckets[i]
+			if len(prev.buckets) > 0 {
+				delta[i] -= prev.buckets[i]
+			}
 		}
 		s.P50 = quantile(0.50, c.bounds, delta, n) * 1000
 		s.P99 = quantile(0.99, c.bounds, delta, n) * 1000

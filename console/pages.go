@@ -293,6 +293,7 @@ const pageSize = 25
 
 type txListData struct {
 	State, MinAge, Participant, Label string
+	FilterErr                         string // a filter that cannot be used: shown above the list
 	States                            []string
 	Rows                              []*pb.Transaction
 	Page                              int
@@ -307,23 +308,27 @@ func (s *Server) loadTransactions(ctx context.Context, q url.Values) (any, error
 		Participant: strings.TrimSpace(q.Get("participant")), Label: strings.TrimSpace(q.Get("label")), States: txStates}
 	req := &pb.ListTransactionsRequest{State: d.State, Participant: d.Participant, Label: d.Label, Sort: "age"}
 	if d.State != "" && !contains(txStates, d.State) {
-		return nil, fmt.Errorf("state %q: use one of %s", d.State, strings.Join(txStates, ", "))
+		d.FilterErr = fmt.Sprintf("state %q: use one of %s", d.State, strings.Join(txStates, ", "))
+		return d, nil
 	}
 	if d.MinAge != "" {
 		a, err := time.ParseDuration(d.MinAge)
 		if err != nil || a < 0 {
-			return nil, fmt.Errorf("age %q: give a duration such as 30s, 5m or 1h", d.MinAge)
+			d.FilterErr = fmt.Sprintf("age %q: give a duration such as 30s, 5m or 1h", d.MinAge)
+			return d, nil
 		}
 		req.MinAge = durationpbNew(a)
 	}
 	if d.Label != "" && !strings.Contains(d.Label, "=") {
-		return nil, fmt.Errorf("label %q: want key=value", d.Label)
+		d.FilterErr = fmt.Sprintf("label %q: want key=value", d.Label)
+		return d, nil
 	}
 	page := 1
 	if p := q.Get("page"); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n*pageSize > 10000 {
-			return nil, fmt.Errorf("page %q: use 1 to %d", p, 10000/pageSize)
+			d.FilterErr = fmt.Sprintf("page %q: use 1 to %d", p, 10000/pageSize)
+			return d, nil
 		}
 		page = n
 	}
@@ -373,6 +378,9 @@ func txListJSON(d any) any {
 	if x.Err != nil {
 		return map[string]any{"error": x.Err.Message}
 	}
+	if x.FilterErr != "" {
+		return map[string]any{"error": x.FilterErr}
+	}
 	rows := []json.RawMessage{}
 	for _, t := range x.Rows {
 		rows = append(rows, pbJSON(t))
@@ -385,7 +393,83 @@ func txListJSON(d any) any {
 type txData struct {
 	Tx      *pb.Transaction
 	Unknown bool
+	Phases  []phase
+	Gantt   template.HTML
 	Err     *unavailable
+}
+
+// phase is one stretch of a transaction's life, from its timeline.
+type phase struct {
+	Name       string
+	Start, Dur time.Duration // from BEGIN
+	Class      string
+}
+
+// phasesOf cuts a timeline into its phases: active (BEGIN to the commit
+// request), prepare and decision (to DECISION, or to ABORT), phase two (to
+// the last branch committed or rolled back). Phases with no end in the
+// timeline are left out.
+func phasesOf(tl []*pb.TransactionEvent) []phase {
+	if len(tl) == 0 {
+		return nil
+	}
+	t0 := tl[0].At.AsTime()
+	at := func(e *pb.TransactionEvent) time.Duration { return e.At.AsTime().Sub(t0) }
+	var req, decided, last *pb.TransactionEvent
+	aborted := false
+	for _, e := range tl {
+		switch e.Event {
+		case "COMMIT_REQUESTED":
+			req = e
+		case "DECISION":
+			decided = e
+		case "ABORT":
+			if decided == nil {
+				decided, aborted = e, true
+			}
+		case "COMMITTED", "ROLLED_BACK":
+			last = e
+		}
+	}
+	var out []phase
+	if req != nil {
+		out = append(out, phase{Name: "active (statements)", Start: 0, Dur: at(req), Class: "p-active"})
+		if decided != nil {
+			name := "prepare and decision"
+			if aborted {
+				name = "prepare, aborted"
+			}
+			out = append(out, phase{Name: name, Start: at(req), Dur: at(decided) - at(req), Class: "p-prepare"})
+		}
+	} else if decided != nil {
+		out = append(out, phase{Name: "active, aborted", Start: 0, Dur: at(decided), Class: "p-active"})
+	}
+	if decided != nil && last != nil && at(last) >= at(decided) {
+		out = append(out, phase{Name: "phase two", Start: at(decided), Dur: at(last) - at(decided), Class: "p-two"})
+	}
+	return out
+}
+
+// drawPhases renders phases as an inline SVG bar (the table beside it
+// carries the same figures in text).
+func drawPhases(ps []phase) template.HTML {
+	if len(ps) == 0 {
+		return ""
+	}
+	end := ps[len(ps)-1].Start + ps[len(ps)-1].Dur
+	if end <= 0 {
+		end = time.Millisecond
+	}
+	const w, rowH = 800.0, 22.0
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="gantt" viewBox="0 0 %.0f %.0f" role="img" aria-label="phases of the transaction, %s in all">`, w, rowH*float64(len(ps))+4, durText(end))
+	for i, p := range ps {
+		x := w * float64(p.Start) / float64(end)
+		bw := math.Max(2, w*float64(p.Dur)/float64(end))
+		fmt.Fprintf(&b, `<rect class="%s" x="%.1f" y="%.1f" width="%.1f" height="%.0f" rx="3"/>`, p.Class, math.Min(x, w-bw), 2+rowH*float64(i), bw, rowH-6)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
 }
 
 func (s *Server) loadTx(r *http.Request) (txData, int) {
@@ -402,7 +486,9 @@ func (s *Server) loadTx(r *http.Request) (txData, int) {
 		}
 		return txData{Err: asUnavailable(err)}, code
 	}
-	return txData{Tx: t, Unknown: t.Outcome == pb.Outcome_UNKNOWN || t.State == pb.TransactionState_IN_DOUBT}, http.StatusOK
+	ps := phasesOf(t.Timeline)
+	return txData{Tx: t, Unknown: t.Outcome == pb.Outcome_UNKNOWN || t.State == pb.TransactionState_IN_DOUBT,
+		Phases: ps, Gantt: drawPhases(ps)}, http.StatusOK
 }
 
 func (s *Server) transactionPage(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -230,13 +231,19 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 	if n := len(eval[[]txRow](t, tab, txRowsJS)); n != 0 {
 		t.Errorf("state=ABORTED: want no rows, got %d", n)
 	}
+	// A filter that cannot be used is named, with the form still there.
+	open(t, tab, leader.console+"/transactions?min_age=soon")
+	if msg := eval[string](t, tab, `(document.querySelector('#filter-error') || {}).innerText || ''`); !strings.Contains(msg, `age "soon"`) ||
+		!eval[bool](t, tab, `!!document.querySelector('#f-age')`) {
+		t.Errorf("bad age filter: want the error naming it above the form, got %q", msg)
+	}
 	// The filter form, as a user fills it in.
 	open(t, tab, leader.console+"/transactions")
 	do(t, tab, 20*time.Second, "filter by label with the form",
 		chromedp.SendKeys(chromedp.CSS("#f-label"), "workload="+run),
 		chromedp.Click(chromedp.CSS(".filters button[type=submit]")),
 	)
-	waitJS(t, tab, 10*time.Second, "filtered list", fmt.Sprintf(`document.querySelectorAll('#transactions tbody tr[data-txid]').length === %d`, len(txids)))
+	waitJS(t, tab, 10*time.Second, "filtered list", fmt.Sprintf(`location.search.includes('label=') && document.readyState === 'complete' && document.querySelector('#f-label').value === %q && document.querySelectorAll('#transactions tbody tr[data-txid]').length === %d`, "workload="+run, len(txids)))
 	screenshot(t, tab, "transactions")
 
 	// Detail: the timeline of phases, each branch's vote and state.
@@ -260,6 +267,10 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 			t.Errorf("branch %s: want vote YES, state COMMITTED; got %v", br.P, br.Cells)
 		}
 	}
+	phases := eval[[]string](t, tab, `Array.from(document.querySelectorAll('#phases tbody th')).map(th => th.innerText.trim())`)
+	if strings.Join(phases, "|") != "active (statements)|prepare and decision|phase two" {
+		t.Errorf("phases: want active, prepare and decision, phase two; got %v", phases)
+	}
 	screenshot(t, tab, "transaction")
 	return txids
 }
@@ -274,8 +285,8 @@ func testCharts(t *testing.T, tab context.Context, leader *node) {
 		t.Errorf("throughput: committed/s never above zero (lowest y %v)", peak)
 	}
 	legend := eval[string](t, tab, `document.querySelector('#chart-latency .legend').innerText`)
-	if !strings.Contains(legend, "p50") || !strings.Contains(legend, "ms") {
-		t.Errorf("latency legend: want p50 in ms, got %q", legend)
+	if !regexp.MustCompile(`p50: [0-9.]+ ms; p99: [0-9.]+ ms`).MatchString(legend) {
+		t.Errorf("latency: want a p50 and p99 in ms in the last 5 minutes, got legend %q", legend)
 	}
 	if n := eval[int](t, tab, `document.querySelectorAll('#chart-latency polyline, #chart-latency circle').length`); n == 0 {
 		t.Errorf("latency chart: no line drawn")
