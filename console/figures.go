@@ -194,6 +194,7 @@ func (f *figures) samples() []sample {
 type series struct {
 	Name  string
 	Class string // CSS class of the line (colour and dash)
+	Unit  string // in the summary, when not the chart's
 	Vals  []float64
 }
 
@@ -234,7 +235,11 @@ func drawChart(id, title, unit string, ss []series, n int) chart {
 		last := "no data"
 		for i := len(s.Vals) - 1; i >= 0; i-- {
 			if !math.IsNaN(s.Vals[i]) {
-				last = fmt.Sprintf("%s %s", num(s.Vals[i]), unit)
+				u := unit
+				if s.Unit != "" {
+					u = s.Unit
+				}
+				last = fmt.Sprintf("%s %s", num(s.Vals[i]), u)
 				break
 			}
 		}
@@ -333,9 +338,9 @@ func (f *figures) charts() []chart {
 			{Name: "p50", Class: "s1", Vals: col(func(s sample) float64 { return s.P50 })},
 			{Name: "p99", Class: "s2", Vals: col(func(s sample) float64 { return s.P99 })},
 		}, n),
-		drawChart("indoubt", "In doubt", "branches", []series{
-			{Name: "in-doubt branches (last recovery scan)", Class: "s3", Vals: col(func(s sample) float64 { return s.InDoubt })},
-			{Name: "active transactions", Class: "s1", Vals: col(func(s sample) float64 { return s.Active })},
+		drawChart("indoubt", "In doubt and active", "count", []series{
+			{Name: "in doubt (last recovery scan)", Class: "s3", Unit: "branches", Vals: col(func(s sample) float64 { return s.InDoubt })},
+			{Name: "active", Class: "s1", Unit: "transactions", Vals: col(func(s sample) float64 { return s.Active })},
 		}, n),
 	}
 }
