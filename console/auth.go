@@ -32,6 +32,9 @@ import (
 // under TLS) holding its CSRF token; the apply and sign-out forms must carry
 // it, and a session is only honoured for the identity it was made for.
 
+// sessionCookie is the session cookie's name; a listening console appends
+// its port, since browsers keep cookies per host, not per port, and the
+// consoles of several nodes on one host must not replace each other's.
 const sessionCookie = "txcoord_console"
 
 // openIdentity names the user of an open console in the audit trail.
@@ -143,7 +146,7 @@ func certIdentity(r *http.Request) string {
 }
 
 func (s *Server) sessionOf(r *http.Request) *session {
-	c, err := r.Cookie(sessionCookie)
+	c, err := r.Cookie(s.cookie)
 	if err != nil {
 		return nil
 	}
@@ -151,7 +154,7 @@ func (s *Server) sessionOf(r *http.Request) *session {
 }
 
 func (s *Server) setCookie(w http.ResponseWriter, ss *session) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: ss.id, Path: "/", HttpOnly: true, Secure: s.cfg.TLS != nil,
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: ss.id, Path: "/", HttpOnly: true, Secure: s.cfg.TLS != nil,
 		SameSite: http.SameSiteStrictMode, Expires: ss.expires, MaxAge: int(s.cfg.SessionTTL.Seconds())})
 }
 
@@ -329,7 +332,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.drop(id.session.id)
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.cfg.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.cfg.TLS != nil, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

@@ -47,6 +47,8 @@ type Backend interface {
 
 // Config configures a console.
 type Config struct {
+	// NodeID names the node in every page's header.
+	NodeID string
 	// Listen is the HTTP(S) address (the node keeps it on loopback without TLS).
 	Listen string
 	// TLS, when set, serves HTTPS; it should verify a client certificate
@@ -87,6 +89,7 @@ type Server struct {
 	pages    map[string]*template.Template
 	static   http.Handler
 	sessions *sessions
+	cookie   string // the session cookie's name
 	logins   *rate.Limiter
 	figures  *figures
 	srv      *http.Server
@@ -113,7 +116,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: logger.With("component", "console"), pages: pages,
 		static:   http.StripPrefix("/static/", http.FileServer(http.FS(static))),
-		sessions: newSessions(cfg.SessionTTL, maxSessions), logins: rate.NewLimiter(loginRate, loginBurst), figures: newFigures(cfg.Figures), stop: make(chan struct{})}
+		sessions: newSessions(cfg.SessionTTL, maxSessions), cookie: sessionCookie, logins: rate.NewLimiter(loginRate, loginBurst), figures: newFigures(cfg.Figures), stop: make(chan struct{})}
 	return s, nil
 }
 
@@ -132,6 +135,9 @@ func Listen(cfg Config, logger *slog.Logger) (*Server, error) {
 		lis = tls.NewListener(lis, cfg.TLS)
 	}
 	s.lis = lis
+	if _, port, err := net.SplitHostPort(lis.Addr().String()); err == nil {
+		s.cookie = sessionCookie + "_" + port
+	}
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}

@@ -25,6 +25,7 @@ import (
 
 // view is what every page template gets.
 type view struct {
+	Node     string // this node's id
 	Title    string
 	Nav      string
 	Open     bool   // no access control: the banner says so
@@ -102,6 +103,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, code int, page, na
 		v.Token = id.session.bearer != ""
 	}
 	v.Now = time.Now()
+	v.Node = s.cfg.NodeID
 	var b strings.Builder
 	if err := s.pages[page].ExecuteTemplate(&b, name, v); err != nil {
 		// A template bug: say so without half a page.

@@ -325,7 +325,7 @@ func startConsole(ctx context.Context, cfg Config, coord *coordinator.Coordinato
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}
 	cc := console.Config{
-		Listen: cfg.Console.Listen, Policy: policy, SessionTTL: time.Duration(cfg.Console.SessionTTL),
+		NodeID: cfg.NodeID, Listen: cfg.Console.Listen, Policy: policy, SessionTTL: time.Duration(cfg.Console.SessionTTL),
 		Backend: consoleBackend{AdminServer: admin, Server: server.New(coord)}, Figures: m.Registry,
 		OnDenied: coord.AuditDenial,
 		AskMember: func(ctx context.Context, addr, bearer string) (*pb.ClusterStatusResponse, error) {

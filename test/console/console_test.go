@@ -37,7 +37,7 @@ func TestConsole(t *testing.T) {
 
 	tab := b.tab(t, false)
 	signIn(t, tab, leader.console, opsToken)
-	t.Run("cluster page: 3 nodes, one leader", func(t *testing.T) { testClusterPage(t, c, tab, leader) })
+	t.Run("cluster page: 3 nodes, one leader", func(t *testing.T) { testClusterPage(t, c, b, tab, leader) })
 	var txids []string
 	t.Run("workload appears in the transaction list", func(t *testing.T) { txids = testTransactions(t, c, tab, leader) })
 	t.Run("charts from the coordinator's figures", func(t *testing.T) { testCharts(t, tab, leader) })
@@ -70,7 +70,7 @@ func testNoData(t *testing.T, c *cluster, b *browser, leader *node) {
 		if code := open(t, tab, leader.console+p); code != http.StatusUnauthorized {
 			t.Errorf("GET %s without signing in: status %d, want 401", p, code)
 		}
-		waitJS(t, tab, 10*time.Second, "sign-in form on "+p, `!!document.querySelector('#login-form #token')`)
+		waitJS(t, tab, 20*time.Second, "sign-in form on "+p, `!!document.querySelector('#login-form #token')`)
 		noSecrets("page "+p, eval[string](t, tab, "document.documentElement.outerHTML"))
 	}
 	screenshot(t, tab, "login")
@@ -94,7 +94,8 @@ func testNoData(t *testing.T, c *cluster, b *browser, leader *node) {
 	}
 	// Outside the browser: no cookie, a forged cookie, a bearer header
 	// (the console takes tokens only through its sign-in form).
-	for _, hdr := range []map[string]string{{}, {"Cookie": "txcoord_console=forged"}, {"Authorization": "Bearer " + opsToken}} {
+	u, _ := url.Parse(leader.console)
+	for _, hdr := range []map[string]string{{}, {"Cookie": "txcoord_console_" + u.Port() + "=forged"}, {"Authorization": "Bearer " + opsToken}} {
 		for _, p := range []string{"/api/cluster", "/fragment/cluster", "/cluster", "/api/in-doubt"} {
 			req, _ := http.NewRequest(http.MethodGet, leader.console+p, nil)
 			for k, v := range hdr {
@@ -114,14 +115,14 @@ func testNoData(t *testing.T, c *cluster, b *browser, leader *node) {
 	}
 	// A client that may not call the Admin service: refused at sign-in.
 	signIn(t, tab, leader.console, appToken)
-	waitJS(t, tab, 10*time.Second, "app is refused", `(document.querySelector('#login-reason') || {}).innerText?.includes('may not use the console') === true`)
+	waitJS(t, tab, 20*time.Second, "app is refused", `(document.querySelector('#login-reason') || {}).innerText?.includes('may not use the console') === true`)
 	noSecrets("sign-in as app", eval[string](t, tab, "document.documentElement.outerHTML"))
 	if code := open(t, tab, leader.console+"/cluster"); code != http.StatusUnauthorized {
 		t.Errorf("after app's refused sign-in, /cluster: status %d, want 401", code)
 	}
 	// A wrong token.
 	signIn(t, tab, leader.console, "not-a-token-of-anyone-at-all")
-	waitJS(t, tab, 10*time.Second, "unknown token refused", `(document.querySelector('#login-reason') || {}).innerText?.includes('unknown token') === true`)
+	waitJS(t, tab, 20*time.Second, "unknown token refused", `(document.querySelector('#login-reason') || {}).innerText?.includes('unknown token') === true`)
 }
 
 type memberRow struct {
@@ -132,7 +133,7 @@ type memberRow struct {
 
 const membersJS = `Array.from(document.querySelectorAll('#members tbody tr')).map(tr => ({node: tr.dataset.node, role: tr.dataset.role, cells: Array.from(tr.cells).map(c => c.innerText.trim())}))`
 
-func testClusterPage(t *testing.T, c *cluster, tab context.Context, leader *node) {
+func testClusterPage(t *testing.T, c *cluster, b *browser, tab context.Context, leader *node) {
 	if code := open(t, tab, leader.console+"/cluster"); code != http.StatusOK {
 		t.Fatalf("GET /cluster signed in: status %d", code)
 	}
@@ -170,8 +171,28 @@ func testClusterPage(t *testing.T, c *cluster, tab context.Context, leader *node
 	if got := eval[string](t, tab, `document.querySelector('#leader').innerText`); got != leader.id {
 		t.Errorf("leader shown %q, want %s", got, leader.id)
 	}
-	// The same through a follower's console: it asks every member too.
 	screenshot(t, tab, "cluster")
+
+	// A follower's console: the same cluster (it asks every member too);
+	// transactions are the leader's, and it says where that is.
+	var follower *node
+	for _, n := range c.nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	ftab := b.tab(t, false)
+	signIn(t, ftab, follower.console, opsToken)
+	open(t, ftab, follower.console+"/cluster")
+	waitJS(t, ftab, 30*time.Second, "follower's view healthy", `(document.querySelector('#health') || {}).innerText?.startsWith('Healthy') === true`)
+	if got := eval[string](t, ftab, `document.querySelector('#leader').innerText`); got != leader.id {
+		t.Errorf("follower's console: leader %q, want %s", got, leader.id)
+	}
+	open(t, ftab, follower.console+"/transactions")
+	if msg := eval[string](t, ftab, `document.querySelector('main').innerText`); !strings.Contains(msg, "not the leader; the leader is "+leader.id) {
+		t.Errorf("follower's transactions page: want it to name the leader, got:\n%s", msg)
+	}
 }
 
 type txRow struct {
@@ -220,7 +241,7 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJS(t, tab, 15*time.Second, "late transaction appears live", fmt.Sprintf(`!!document.querySelector('#transactions tr[data-txid=%q]')`, tx.ID()))
+	waitJS(t, tab, 30*time.Second, "late transaction appears live", fmt.Sprintf(`!!document.querySelector('#transactions tr[data-txid=%q]')`, tx.ID()))
 	txids = append(txids, tx.ID())
 	// Filters: state and participant keep them, a state they are not in drops them.
 	open(t, tab, leader.console+"/transactions?state=COMMITTED&participant=surreal&label=workload%3D"+run)
@@ -243,7 +264,7 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 		chromedp.SendKeys(chromedp.CSS("#f-label"), "workload="+run),
 		chromedp.Click(chromedp.CSS(".filters button[type=submit]")),
 	)
-	waitJS(t, tab, 10*time.Second, "filtered list", fmt.Sprintf(`location.search.includes('label=') && document.readyState === 'complete' && document.querySelector('#f-label').value === %q && document.querySelectorAll('#transactions tbody tr[data-txid]').length === %d`, "workload="+run, len(txids)))
+	waitJS(t, tab, 20*time.Second, "filtered list", fmt.Sprintf(`location.search.includes('label=') && document.readyState === 'complete' && document.querySelector('#f-label').value === %q && document.querySelectorAll('#transactions tbody tr[data-txid]').length === %d`, "workload="+run, len(txids)))
 	screenshot(t, tab, "transactions")
 
 	// Detail: the timeline of phases, each branch's vote and state.
@@ -279,7 +300,7 @@ func testCharts(t *testing.T, tab context.Context, leader *node) {
 	open(t, tab, leader.console+"/charts")
 	// The workload ran within the ring's 5 minutes: the throughput chart
 	// has a line with a point above zero, the latency chart a p50.
-	waitJS(t, tab, 15*time.Second, "charts drawn", `document.querySelectorAll('svg.chart').length === 3 && document.querySelectorAll('#chart-throughput polyline').length >= 1`)
+	waitJS(t, tab, 30*time.Second, "charts drawn", `document.querySelectorAll('svg.chart').length === 3 && document.querySelectorAll('#chart-throughput polyline').length >= 1`)
 	peak := eval[float64](t, tab, `Math.min(...Array.from(document.querySelectorAll('#chart-throughput polyline.s1')).flatMap(p => p.getAttribute('points').split(' ').map(xy => parseFloat(xy.split(',')[1]))))`)
 	if peak >= 146 { // the x axis is at y=146 (chartH - padB): a rate above 0 is higher up
 		t.Errorf("throughput: committed/s never above zero (lowest y %v)", peak)
@@ -455,11 +476,11 @@ func testApply(t *testing.T, c *cluster, b *browser, leader *node, txid string) 
 		t.Errorf("prepared PostgreSQL branches of this cluster left: %d (%v)", n, err)
 	}
 	open(t, tab, leader.console+"/in-doubt")
-	waitJS(t, tab, 15*time.Second, "nothing of ours in doubt", `(document.querySelector('#in-doubt-summary') || {}).innerText?.startsWith('0 branches of ours in doubt, 0 undone decisions, 0 unreachable') === true`)
+	waitJS(t, tab, 30*time.Second, "nothing of ours in doubt", `(document.querySelector('#in-doubt-summary') || {}).innerText?.startsWith('0 branches of ours in doubt, 0 undone decisions, 0 unreachable') === true`)
 
 	// The audit trail: the pass, by the signed-in client, chain verified.
 	open(t, tab, leader.console+"/audit")
-	waitJS(t, tab, 10*time.Second, "audit verified", `(document.querySelector('#audit-verify') || {}).innerText?.startsWith('Audit chain verified') === true`)
+	waitJS(t, tab, 20*time.Second, "audit verified", `(document.querySelector('#audit-verify') || {}).innerText?.startsWith('Audit chain verified') === true`)
 	type auditRow struct {
 		Action string   `json:"action"`
 		Cells  []string `json:"cells"`

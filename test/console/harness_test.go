@@ -490,7 +490,7 @@ func do(t *testing.T, ctx context.Context, d time.Duration, what string, steps .
 // open navigates and returns the HTTP status of the page.
 func open(t *testing.T, ctx context.Context, u string) int64 {
 	t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	resp, err := chromedp.Run(cctx, chromedp.NavigateResponse(u))
 	if err != nil {
@@ -502,7 +502,7 @@ func open(t *testing.T, ctx context.Context, u string) int64 {
 // eval evaluates JavaScript in the page and decodes the result into T.
 func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	v, err := chromedp.Run(cctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -533,7 +533,7 @@ func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, js string)
 // screenshot saves the viewport (1280x800) to docs/console/<name>.png.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b, err := chromedp.Run(cctx, chromedp.CaptureScreenshot())
 	if err != nil {
