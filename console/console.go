@@ -76,8 +76,10 @@ const (
 	// maxSessions bounds signed-in browsers kept in memory; the oldest is
 	// dropped beyond it.
 	maxSessions = 1024
-	// callTimeout bounds one backend call made for a page.
-	callTimeout = 15 * time.Second
+	// callTimeout bounds one backend call made for a page; applyTimeout
+	// the recovery pass that Apply runs (the HTTP write timeout is above it).
+	callTimeout  = 15 * time.Second
+	applyTimeout = 2 * time.Minute
 	// maxFormBytes bounds a posted form (sign-in, apply).
 	maxFormBytes = 16 << 10
 )
@@ -139,7 +141,7 @@ func Listen(cfg Config, logger *slog.Logger) (*Server, error) {
 		s.cookie = sessionCookie + "_" + port
 	}
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		WriteTimeout: applyTimeout + 30*time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.wg.Add(2)
 	go func() {

@@ -637,26 +637,28 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "the form is stale or did not come from this console (CSRF token missing or wrong): nothing was applied; open the in-doubt page again")
 		return
 	}
-	ctx, cancel := callCtx(r)
+	// One recovery pass calls every participant, each bounded by the
+	// coordinator's call timeout; applyTimeout bounds the whole.
+	ctx, cancel := context.WithTimeout(id.caller(r.Context()), applyTimeout)
 	defer cancel()
-	view := view{Title: "Apply the recovery plan", Nav: "in-doubt"}
+	v := view{Title: "Apply the recovery plan", Nav: "in-doubt"}
 	plan, err := s.cfg.Backend.Recover(ctx, &pb.RecoverRequest{DryRun: true})
 	if err != nil {
-		view.Data = applyData{Err: asUnavailable(err)}
-		s.render(w, r, http.StatusOK, "apply", view)
+		v.Data = applyData{Err: asUnavailable(err)}
+		s.render(w, r, http.StatusOK, "apply", v)
 		return
 	}
 	d := applyData{Plan: plan, Unreachable: sortedKV(plan.Unreachable), Fingerprint: planFingerprint(plan), Actionable: actionable(plan)}
 	switch {
 	case r.PostForm.Get("confirm") != "yes":
 		d.Missing = true
-		view.Data = d
-		s.render(w, r, http.StatusUnprocessableEntity, "apply", view)
+		v.Data = d
+		s.render(w, r, http.StatusUnprocessableEntity, "apply", v)
 		return
 	case r.PostForm.Get("plan") != d.Fingerprint:
 		d.Changed = true
-		view.Data = d
-		s.render(w, r, http.StatusConflict, "apply", view)
+		v.Data = d
+		s.render(w, r, http.StatusConflict, "apply", v)
 		return
 	}
 	s.log.Warn("console: applying the recovery plan", "client", id.client, "actions", d.Actionable, "remote", r.RemoteAddr)
@@ -675,8 +677,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	view.Data = d
-	s.render(w, r, http.StatusOK, "apply", view)
+	v.Data = d
+	s.render(w, r, http.StatusOK, "apply", v)
 }
 
 // ---- audit
