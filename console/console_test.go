@@ -69,7 +69,7 @@ func newTestServer(t *testing.T, withAuth bool) (*Server, *backend, *[]string) {
 	}
 	b := &backend{}
 	var denied []string
-	s, err := New(Config{Policy: policy, Backend: b, SessionTTL: time.Hour, Figures: prometheus.NewRegistry(),
+	s, err := New(Config{NodeID: secret, Policy: policy, Backend: b, SessionTTL: time.Hour, Figures: prometheus.NewRegistry(),
 		AskMember: func(ctx context.Context, addr, bearer string) (*pb.ClusterStatusResponse, error) {
 			return b.ClusterStatus(ctx, nil)
 		},

@@ -103,7 +103,9 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, code int, page, na
 		v.Token = id.session.bearer != ""
 	}
 	v.Now = time.Now()
-	v.Node = s.cfg.NodeID
+	if id.client != "" {
+		v.Node = s.cfg.NodeID // not even the node's name before sign-in
+	}
 	var b strings.Builder
 	if err := s.pages[page].ExecuteTemplate(&b, name, v); err != nil {
 		// A template bug: say so without half a page.

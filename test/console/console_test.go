@@ -57,7 +57,7 @@ func TestConsole(t *testing.T) {
 // it; a client without admin rights is refused after signing in.
 func testNoData(t *testing.T, c *cluster, b *browser, leader *node) {
 	tab := b.tab(t, true)
-	secrets := []string{c.id, leader.addr, "LEADER", "Leader", "n2", "n3"}
+	secrets := []string{c.id, leader.addr, "LEADER", "Leader", "n1", "n2", "n3"}
 	noSecrets := func(where, text string) {
 		t.Helper()
 		for _, s := range secrets {
