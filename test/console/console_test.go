@@ -215,6 +215,12 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 		txids = append(txids, tx.ID())
 	}
 	open(t, tab, leader.console+"/transactions?label=workload%3D"+run)
+	// Phase two may still be running on the last ones when Commit returns:
+	// the live list shows them committed on both participants within a
+	// refresh or two.
+	ids, _ := json.Marshal(txids)
+	waitJS(t, tab, 30*time.Second, "every workload transaction listed, committed on both participants", fmt.Sprintf(
+		`%s.every(id => { const tr = document.querySelector('#transactions tr[data-txid="' + id + '"]'); return tr && tr.cells[5].innerText.includes('pg:COMMITTED') && tr.cells[5].innerText.includes('surreal:COMMITTED'); })`, ids))
 	rows := eval[[]txRow](t, tab, txRowsJS)
 	got := map[string][]string{}
 	for _, r := range rows {
@@ -245,9 +251,8 @@ func testTransactions(t *testing.T, c *cluster, tab context.Context, leader *nod
 	txids = append(txids, tx.ID())
 	// Filters: state and participant keep them, a state they are not in drops them.
 	open(t, tab, leader.console+"/transactions?state=COMMITTED&participant=surreal&label=workload%3D"+run)
-	if n := len(eval[[]txRow](t, tab, txRowsJS)); n != len(txids) {
-		t.Errorf("state=COMMITTED participant=surreal: want %d rows, got %d", len(txids), n)
-	}
+	waitJS(t, tab, 30*time.Second, "state=COMMITTED participant=surreal lists the workload",
+		fmt.Sprintf(`document.querySelectorAll('#transactions tbody tr[data-txid]').length === %d`, len(txids)))
 	open(t, tab, leader.console+"/transactions?state=ABORTED&label=workload%3D"+run)
 	if n := len(eval[[]txRow](t, tab, txRowsJS)); n != 0 {
 		t.Errorf("state=ABORTED: want no rows, got %d", n)
