@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/internal/opsreport"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"google.golang.org/grpc/codes"
@@ -289,8 +290,14 @@ func clusterJSON(d any) any {
 
 // ---- transactions
 
-// txStates are the states the list filters on (the server's names).
-var txStates = []string{"ACTIVE", "PREPARING", "COMMITTING", "ABORTING", "COMMITTED", "ABORTED", "IN_DOUBT"}
+// txStates are the states the list filters on, as the coordinator names them.
+func txStates() []string {
+	out := make([]string, len(coordinator.AllStates))
+	for i, st := range coordinator.AllStates {
+		out[i] = st.String()
+	}
+	return out
+}
 
 // pageSize is the number of transactions on one page of the list.
 const pageSize = 25
@@ -309,10 +316,10 @@ type txListData struct {
 
 func (s *Server) loadTransactions(ctx context.Context, q url.Values) (any, error) {
 	d := txListData{State: strings.ToUpper(strings.TrimSpace(q.Get("state"))), MinAge: strings.TrimSpace(q.Get("min_age")),
-		Participant: strings.TrimSpace(q.Get("participant")), Label: strings.TrimSpace(q.Get("label")), States: txStates}
+		Participant: strings.TrimSpace(q.Get("participant")), Label: strings.TrimSpace(q.Get("label")), States: txStates()}
 	req := &pb.ListTransactionsRequest{State: d.State, Participant: d.Participant, Label: d.Label, Sort: "age"}
-	if d.State != "" && !contains(txStates, d.State) {
-		d.FilterErr = fmt.Sprintf("state %q: use one of %s", d.State, strings.Join(txStates, ", "))
+	if d.State != "" && !contains(d.States, d.State) {
+		d.FilterErr = fmt.Sprintf("state %q: use one of %s", d.State, strings.Join(d.States, ", "))
 		return d, nil
 	}
 	if d.MinAge != "" {
