@@ -70,6 +70,7 @@ func parsePages() (map[string]*template.Template, error) {
 		"branch":   branchText,
 		"labels":   labelsText,
 		"decision": decisionText,
+		"logged":   loggedDecision,
 		"elapsed":  elapsedText,
 		"join":     strings.Join,
 		"lastRow":  func(first, n int) int { return first + n - 1 },

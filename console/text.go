@@ -80,3 +80,15 @@ func decisionText(d string, heuristic bool) string {
 	}
 	return d
 }
+
+// loggedDecision names an outcome as the decision log does (COMMIT, ABORT),
+// as txctl in-doubt prints undone decisions.
+func loggedDecision(o pb.Outcome) string {
+	switch o {
+	case pb.Outcome_COMMITTED:
+		return "COMMIT"
+	case pb.Outcome_ABORTED:
+		return "ABORT"
+	}
+	return o.String()
+}

@@ -380,8 +380,8 @@ func testInDoubt(t *testing.T, c *cluster, b *browser, leader *node) (string, *n
 	}
 	waitJS(t, tab, 20*time.Second, "undone decision listed", fmt.Sprintf(`!!document.querySelector('#undone tr[data-txid=%q]')`, txid))
 	undone := eval[string](t, tab, fmt.Sprintf(`document.querySelector('#undone tr[data-txid=%q]').innerText`, txid))
-	if !strings.Contains(undone, "COMMITTED") {
-		t.Errorf("undone decision: want COMMITTED, got %q", undone)
+	if !strings.Contains(undone, "\tCOMMIT\t") {
+		t.Errorf("undone decision: want COMMIT, got %q", undone)
 	}
 	plan := eval[[]planRow](t, tab, rowsJS("#plan"))
 	var pgAction *planRow
