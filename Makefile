@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build proto proto-tools db-up db-down test unit-test demo vet clean fuzz-short dev-certs chaos chaos-short
+.PHONY: all build proto proto-tools db-up db-down browser test unit-test demo vet clean fuzz-short dev-certs chaos chaos-short
 
 # Fuzz targets run briefly by `make test` (FUZZTIME each); longer runs:
 # make fuzz-short FUZZTIME=5m
@@ -38,10 +38,15 @@ db-down:
 vet:
 	$(GO) vet ./...
 
+# Headless Chromium for the web console's browser tests (test/console):
+# Debian packages chromium and chromium-driver, installed when missing.
+browser:
+	scripts/chromium.sh
+
 unit-test:
 	$(GO) test -race -count=1 ./...
 
-test: build db-up
+test: build db-up browser
 	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
 	$(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-short

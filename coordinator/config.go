@@ -113,6 +113,14 @@ type Observer interface {
 	RecoveryAction(action string, err error)
 }
 
+// CommitObserver is an optional capability of an Observer (found by type
+// assertion): told, for each transaction whose client asked to commit, how
+// long it took from that request to the outcome (committed, aborted or
+// unknown). Synchronous and cheap, like Observer's methods.
+type CommitObserver interface {
+	CommitFinished(outcome string, took time.Duration)
+}
+
 // DefaultConfig returns a configuration for a development cluster.
 func DefaultConfig() Config {
 	return Config{

@@ -634,6 +634,14 @@ func (c *Coordinator) finish(t *txn, final State) {
 			branches[b.Participant] = strings.ToLower(b.State.String())
 		}
 		o.TransactionFinished(outcome, branches)
+		if co, ok := o.(CommitObserver); ok {
+			for _, e := range info.Timeline {
+				if e.Event == "COMMIT_REQUESTED" {
+					co.CommitFinished(outcome, c.now().Sub(e.At))
+					break
+				}
+			}
+		}
 	}
 	c.mu.Lock()
 	if _, ok := c.active[t.id]; ok {

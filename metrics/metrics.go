@@ -21,6 +21,7 @@ type Metrics struct {
 	transactions *prometheus.CounterVec   // outcome
 	branches     *prometheus.CounterVec   // participant, outcome
 	phase        *prometheus.HistogramVec // phase, participant
+	commit       *prometheus.HistogramVec // outcome
 	retries      *prometheus.CounterVec   // participant
 	errs         *prometheus.CounterVec   // participant, phase, class
 	inDoubt      prometheus.Gauge
@@ -48,6 +49,10 @@ func New() *Metrics {
 			Name: "txcoord_phase_seconds", Help: "Latency of protocol steps: execute, prepare, commit_one_phase, commit, rollback (per participant) and decision (Raft apply, participant \"\").",
 			Buckets: latencyBuckets,
 		}, []string{"phase", "participant"}),
+		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "txcoord_commit_seconds", Help: "Latency of commits on this node, from the client's Commit to the outcome, by outcome (committed, aborted, unknown).",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "txcoord_phase_two_retries_total", Help: "Phase-two calls that failed and were retried, by participant.",
 		}, []string{"participant"}),
@@ -67,7 +72,7 @@ func New() *Metrics {
 			Name: "txcoord_config_reloads_total", Help: "Configuration reloads (SIGHUP, txctl reload) on this node, by result (applied, refused).",
 		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.transactions, m.branches, m.phase, m.retries, m.errs, m.inDoubt, m.inDoubtAge, m.recoveries, m.reloads,
+	m.Registry.MustRegister(m.transactions, m.branches, m.phase, m.commit, m.retries, m.errs, m.inDoubt, m.inDoubtAge, m.recoveries, m.reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -93,6 +98,11 @@ func (m *Metrics) TransactionFinished(outcome string, branches map[string]string
 	for p, o := range branches {
 		m.branches.WithLabelValues(p, o).Inc()
 	}
+}
+
+// CommitFinished observes one commit's latency (coordinator.CommitObserver).
+func (m *Metrics) CommitFinished(outcome string, took time.Duration) {
+	m.commit.WithLabelValues(outcome).Observe(took.Seconds())
 }
 
 // DecisionLogged observes the Raft apply latency of a decision.

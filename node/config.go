@@ -137,6 +137,8 @@ type Config struct {
 	Auth security.AuthConfig `yaml:"auth"`
 	// Tracing exports OpenTelemetry spans to an OTLP collector (off by default).
 	Tracing tracing.Config `yaml:"tracing"`
+	// Console is the web console (off by default); see docs/console.md.
+	Console ConsoleConfig `yaml:"console"`
 
 	// Failpoints (tests only): name → action ("kill"). Set by --failpoint.
 	Failpoints map[string]string `yaml:"-"`
@@ -169,6 +171,25 @@ func (c Config) maxRequestBytes() int {
 	return DefaultMaxRequestBytes
 }
 
+// ConsoleConfig is the console section: the web console served by this
+// node, behind the same authentication and authorization as the Admin API.
+type ConsoleConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Listen is the console's HTTP(S) address; loopback by default, and
+	// loopback only without tls.
+	Listen string `yaml:"listen"`
+	// SessionTTL is how long a browser stays signed in after signing in
+	// with a token (default 1h, at most 24h).
+	SessionTTL Duration `yaml:"session_ttl"`
+}
+
+// Console defaults.
+const (
+	DefaultConsoleListen     = "127.0.0.1:7470"
+	DefaultConsoleSessionTTL = time.Hour
+	maxConsoleSessionTTL     = 24 * time.Hour
+)
+
 // DefaultConfig is a single-node development setup on loopback.
 func DefaultConfig() Config {
 	var c Config
@@ -179,6 +200,8 @@ func DefaultConfig() Config {
 	c.Raft.Bind = "127.0.0.1:7500"
 	c.Raft.Bootstrap = true
 	c.LogLevel = "info"
+	c.Console.Listen = DefaultConsoleListen
+	c.Console.SessionTTL = Duration(DefaultConsoleSessionTTL)
 	return c
 }
 
@@ -231,6 +254,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	set(&c.Raft.Bind, "TXCOORD_RAFT_BIND")
 	set(&c.Advertise, "TXCOORD_ADVERTISE")
 	set(&c.MetricsListen, "TXCOORD_METRICS_LISTEN")
+	set(&c.Console.Listen, "TXCOORD_CONSOLE_LISTEN")
 	set(&c.LogLevel, "TXCOORD_LOG_LEVEL")
 }
 
@@ -276,6 +300,20 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("metrics_listen %q: want host:port (e.g. 127.0.0.1:7480) or empty to turn it off", c.MetricsListen))
 		}
 	}
+	if c.Console.Enabled {
+		if _, _, err := net.SplitHostPort(c.Console.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("console.listen %q: want host:port (e.g. %s), or set console.enabled: false", c.Console.Listen, DefaultConsoleListen))
+		} else {
+			for field, addr := range map[string]string{"listen": c.Listen, "metrics_listen": c.MetricsListen, "raft.bind": c.Raft.Bind} {
+				if addr == c.Console.Listen {
+					errs = append(errs, fmt.Errorf("console.listen %q is also %s: give the console its own port", c.Console.Listen, field))
+				}
+			}
+		}
+		if ttl := time.Duration(c.Console.SessionTTL); ttl < time.Minute || ttl > maxConsoleSessionTTL {
+			errs = append(errs, fmt.Errorf("console.session_ttl %s: use 1m to %s (default %s)", ttl, maxConsoleSessionTTL, DefaultConsoleSessionTTL))
+		}
+	}
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -298,7 +336,11 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("insecure: true and tls exclude each other: remove one"))
 	}
 	if !c.TLS.Enabled() {
-		for field, addr := range map[string]string{"listen": c.Listen, "advertise": c.Advertise, "metrics_listen": c.MetricsListen} {
+		console := ""
+		if c.Console.Enabled {
+			console = c.Console.Listen
+		}
+		for field, addr := range map[string]string{"listen": c.Listen, "advertise": c.Advertise, "metrics_listen": c.MetricsListen, "console.listen": console} {
 			if addr != "" && !isLoopback(addr) {
 				errs = append(errs, fmt.Errorf("%s %q is not a loopback address and no tls is configured: set tls.cert_file, tls.key_file and tls.ca_file, or bind 127.0.0.1", field, addr))
 			}

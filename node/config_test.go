@@ -87,3 +87,42 @@ func TestPasswordSourcesAndDSN(t *testing.T) {
 		t.Errorf("keyword dsn: %q", dsn)
 	}
 }
+
+func TestConsoleConfig(t *testing.T) {
+	base := "insecure: true\nparticipants: [{name: a, kind: postgres, dsn: x}]\n"
+	c, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Console.Enabled || c.Console.Listen != DefaultConsoleListen {
+		t.Fatalf("the console must be off by default, on loopback: %+v", c.Console)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Parse([]byte(base + "console: {enabled: true}\n"))
+	if err != nil || c.Validate() != nil {
+		t.Fatalf("console with defaults: %v %v", err, c.Validate())
+	}
+	cases := []struct{ yaml, want string }{
+		{"console: {enabled: true, listen: nowhere}", "console.listen \"nowhere\": want host:port"},
+		{"console: {enabled: true, listen: '0.0.0.0:7470'}", "console.listen \"0.0.0.0:7470\" is not a loopback address and no tls"},
+		{"console: {enabled: true, listen: '127.0.0.1:7400'}", "console.listen \"127.0.0.1:7400\" is also listen"},
+		{"console: {enabled: true, session_ttl: 48h}", "console.session_ttl 48h0m0s: use 1m to 24h"},
+		{"console: {enabled: true, session_ttl: 10s}", "console.session_ttl"},
+	}
+	for _, tc := range cases {
+		c, err := Parse([]byte(base + tc.yaml + "\n"))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: want an error containing %q, got %v", tc.yaml, tc.want, err)
+		}
+	}
+	// Off: its fields are not checked (a disabled console binds nothing).
+	c, _ = Parse([]byte(base + "console: {enabled: false, listen: '0.0.0.0:1'}\n"))
+	if err := c.Validate(); err != nil {
+		t.Errorf("a disabled console's listen must not be checked: %v", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/console"
 	"github.com/txcoord/txcoord/coordinator"
 	"github.com/txcoord/txcoord/metrics"
 	"github.com/txcoord/txcoord/participants"
@@ -31,6 +32,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 )
 
 // OpenParticipants connects to every configured database. On error, the
@@ -306,6 +308,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
 
+	if cfg.Console.Enabled {
+		cs, closeMembers, err := startConsole(ctx, cfg, coord, advertise, serverTLS, policy, guard, m, logger)
+		if err != nil {
+			gs.Stop()
+			return err
+		}
+		defer closeMembers()
+		defer cs.Close()
+		logger.Info("console", "url", cs.URL(), "auth", policy != nil, "tls", serverTLS != nil)
+	}
+
 	if err := coord.Start(ctx); err != nil {
 		gs.Stop()
 		return err
@@ -365,6 +378,57 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // it holds (Coordinator.Drain); with the gRPC drain after it, a shutdown
 // stays within 20 s, inside the usual 30 s grace of process supervisors.
 const drainTimeout = 10 * time.Second
+
+// startConsole serves the web console on console.listen: HTTPS with the
+// node's certificates when tls is configured, behind the node's policy. It
+// calls this node's own services in-process and asks other members for
+// their status over gRPC (with this node's certificate under TLS, and the
+// signed-in client's token when it has one).
+func startConsole(ctx context.Context, cfg Config, coord *coordinator.Coordinator, advertise string, serverTLS *security.Reloader,
+	policy *security.Policy, guard *security.Guard, m *metrics.Metrics, logger *slog.Logger) (*console.Server, func(), error) {
+	admin := server.NewAdmin(coord)
+	var opts []client.Option
+	if serverTLS != nil {
+		opts = append(opts, client.WithTLS(serverTLS.ClientConfig("")))
+	}
+	members, err := client.Dial(ctx, advertise, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	cc := console.Config{
+		NodeID: cfg.NodeID, Listen: cfg.Console.Listen, Policy: policy, SessionTTL: time.Duration(cfg.Console.SessionTTL),
+		Backend: consoleBackend{AdminServer: admin, Server: server.New(coord)}, Figures: m.Registry,
+		OnDenied: coord.AuditDenial,
+		AskMember: func(ctx context.Context, addr, bearer string) (*pb.ClusterStatusResponse, error) {
+			if addr == advertise {
+				return admin.ClusterStatus(ctx, &pb.ClusterStatusRequest{})
+			}
+			if bearer != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bearer)
+			}
+			return members.NodeStatus(ctx, addr)
+		},
+	}
+	if guard != nil {
+		cc.CurrentPolicy = guard.Policy // a config reload replaces the guard's policy
+	}
+	if serverTLS != nil {
+		cc.TLS = serverTLS.ServerConfigOptionalClientCert()
+	}
+	cs, err := console.Listen(cc, logger)
+	if err != nil {
+		members.Close()
+		return nil, nil, err
+	}
+	return cs, func() { members.Close() }, nil
+}
+
+// consoleBackend is the node's Admin and Coordinator services, as the
+// console calls them (in-process).
+type consoleBackend struct {
+	*server.AdminServer
+	*server.Server
+}
 
 // registerRaftGauges exposes Raft's state and this node's load.
 func registerRaftGauges(m *metrics.Metrics, r *raft.Raft, coord *coordinator.Coordinator) {

@@ -32,6 +32,13 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 	return c, ok
 }
 
+// WithCaller returns ctx carrying an authenticated caller, for in-process
+// callers of the services (the web console) that authenticated the client
+// themselves, as the Guard does for gRPC calls.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, ctxKey{}, c)
+}
+
 // Guard authenticates, authorizes and rate-limits gRPC calls. Denials are
 // PermissionDenied (or Unauthenticated) and reported to OnDenied (the node
 // writes them to the audit trail).

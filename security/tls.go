@@ -134,6 +134,26 @@ func (r *Reloader) serverConfig(verify func(tls.ConnectionState) error) *tls.Con
 	}
 }
 
+// ServerConfigOptionalClientCert verifies a client certificate against the
+// CA when the client presents one, and accepts clients without one (the web
+// console, where a browser may sign in with a bearer token instead).
+// Certificates reload on change, as with ServerConfig.
+func (r *Reloader) ServerConfigOptionalClientCert() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, pool := r.current()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{*cert},
+				ClientAuth:   tls.VerifyClientCertIfGiven,
+				ClientCAs:    pool,
+			}, nil
+		},
+	}
+}
+
 // ClientConfig presents this side's certificate and verifies the server
 // against the CA (serverName: the name in the server's certificate; empty
 // uses the dialled host).

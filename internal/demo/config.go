@@ -323,19 +323,29 @@ func (c Config) nodeFile(i int) NodeFile {
 	// Scan for in-doubt branches often: the demo waits for it after the kill.
 	f.Coordinator.RecoveryInterval = "1s"
 	f.MetricsListen = c.metricsAddr(i)
+	if a := c.consoleAddr(i); a != "" {
+		f.Console = &NodeConsole{Enabled: true, Listen: a}
+	}
 	return f
 }
 
+// consoleAddr is node i's web console address: the gRPC port + 300 (after
+// Raft at +100 and metrics at +200), on the gRPC host.
+func (c Config) consoleAddr(i int) string { return c.offsetAddr(300 + i) }
+
 // metricsAddr is node i's /metrics address: the gRPC port + 200 (the Raft
 // ports sit at +100 by default), on the gRPC host.
-func (c Config) metricsAddr(i int) string {
+func (c Config) metricsAddr(i int) string { return c.offsetAddr(200 + i) }
+
+// offsetAddr is the gRPC host with the gRPC port + off ("" if out of range).
+func (c Config) offsetAddr(off int) string {
 	host, port, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		return ""
 	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n+200+i > 65535 {
+	if err != nil || n+off > 65535 {
 		return ""
 	}
-	return net.JoinHostPort(host, strconv.Itoa(n+200+i))
+	return net.JoinHostPort(host, strconv.Itoa(n+off))
 }

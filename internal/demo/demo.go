@@ -109,6 +109,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}
 	say("metrics (Prometheus) at %s; readiness at /readyz on the same ports", strings.Join(murls, " "))
+	var curls []string
+	for i := 0; i < cfg.Nodes; i++ {
+		if a := cfg.consoleAddr(i); a != "" {
+			curls = append(curls, fmt.Sprintf("%s http://%s/", cl.id(i), a))
+		}
+	}
+	if len(curls) > 0 {
+		say("web console (loopback, no auth in the demo) at %s; the leader's shows transactions and in-doubt state", strings.Join(curls, ", "))
+	}
 
 	c, err := DialClient(ctx, cl.addrs(), client.WithRetryPolicy(restartRetryPolicy(cfg.StartTimeout)))
 	if err != nil {

@@ -256,7 +256,7 @@ func TestNodeFile(t *testing.T) {
 		"data_dir: /tmp/demo-work/n1", "name: pg", "kind: postgres", "dsn: postgres://txcoord@127.0.0.1:55432/txcoord_a?sslmode=disable",
 		"name: surreal", "kind: surrealdb", "url: ws://127.0.0.1:58000/rpc", "namespace: txcoord",
 		"database: test", "username: root", "password_env: TXCOORD_SURREAL_PASS", "recovery_interval: 1s",
-		"heartbeat_timeout: 500ms", "election_timeout: 500ms",
+		"heartbeat_timeout: 500ms", "election_timeout: 500ms", "console:\n    enabled: true\n    listen: 127.0.0.1:7761",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config lacks %q:\n%s", want, text)
@@ -304,7 +304,8 @@ func TestNodeFileLoads(t *testing.T) {
 			p, _ := cfg.peers()
 			if nc.NodeID != p[i].ID || nc.Listen != p[i].GRPC || nc.Raft.Bind != p[i].Raft || nc.DataDir != cfg.dataDir(i) ||
 				nc.ClusterID != "demo" || len(nc.Participants) != 2 || nc.Participants[1].PasswordEnv != SurrealPasswordEnv ||
-				!nc.Raft.Bootstrap || time.Duration(nc.Raft.HeartbeatTimeout) != 500*time.Millisecond {
+				!nc.Raft.Bootstrap || time.Duration(nc.Raft.HeartbeatTimeout) != 500*time.Millisecond ||
+				!nc.Console.Enabled || nc.Console.Listen != cfg.consoleAddr(i) {
 				t.Fatalf("%d nodes, node %d: loaded %+v", nodes, i, nc)
 			}
 			if nodes == 1 {

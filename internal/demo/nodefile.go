@@ -18,11 +18,18 @@ type NodeFile struct {
 	ClusterID     string            `yaml:"cluster_id"`
 	Listen        string            `yaml:"listen"`
 	MetricsListen string            `yaml:"metrics_listen,omitempty"`
+	Console       *NodeConsole      `yaml:"console,omitempty"`
 	DataDir       string            `yaml:"data_dir"`
 	Raft          NodeRaft          `yaml:"raft"`
 	Participants  []NodeParticipant `yaml:"participants"`
 	Coordinator   NodeCoordinator   `yaml:"coordinator,omitempty"`
 	LogLevel      string            `yaml:"log_level,omitempty"`
+}
+
+// NodeConsole is the console section (the web console, docs/console.md).
+type NodeConsole struct {
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
 }
 
 // NodeRaft is the raft section. Durations are Go duration strings; empty

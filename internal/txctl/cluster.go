@@ -3,7 +3,6 @@ package txctl
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/txcoord/txcoord/client"
-	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/internal/opsreport"
 )
 
 func (o *options) clusterCommand() *cobra.Command {
@@ -26,19 +25,9 @@ func (o *options) clusterCommand() *cobra.Command {
 	return c
 }
 
-// memberView is one member as it sees itself.
-type memberView struct {
-	Member *pb.Member
-	Status *pb.ClusterStatusResponse
-	Err    error
-}
-
-// clusterReport is cluster status's result.
-type clusterReport struct {
-	AnsweredBy *pb.ClusterStatusResponse
-	Members    []memberView
-	Problems   []string
-}
+// clusterReport is cluster status's result (opsreport.Gather's judgement,
+// shared with the web console).
+type clusterReport struct{ opsreport.Report }
 
 func (r clusterReport) MarshalJSON() ([]byte, error) {
 	type member struct {
@@ -68,10 +57,6 @@ func (r clusterReport) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// memberCallTimeout bounds asking one member for its own view: a dead
-// member must not hold up the report.
-const memberCallTimeout = 2 * time.Second
-
 // gatherCluster asks the node txctl talks to for the membership, then every
 // member for its own view, and lists what is unhealthy.
 func gatherCluster(ctx context.Context, c *client.Client) (clusterReport, error) {
@@ -79,52 +64,11 @@ func gatherCluster(ctx context.Context, c *client.Client) (clusterReport, error)
 	if err != nil {
 		return clusterReport{}, err
 	}
-	r := clusterReport{AnsweredBy: st}
-	for _, m := range st.Members {
-		v := memberView{Member: m}
-		if m.GrpcAddress == "" {
-			v.Err = fmt.Errorf("no gRPC address logged for %s (it has not led since it joined; it registers when it leads or is added with --grpc)", m.Id)
-		} else {
-			mctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
-			v.Status, v.Err = c.NodeStatus(mctx, m.GrpcAddress)
-			cancel()
-		}
-		r.Members = append(r.Members, v)
-	}
-	if st.LeaderId == "" {
-		r.Problems = append(r.Problems, fmt.Sprintf("no leader known to %s (state %s, term %d): election in progress, or no quorum", st.NodeId, st.State, st.Term))
-	}
-	var leader *pb.ClusterStatusResponse
-	for _, v := range r.Members {
-		if v.Status != nil && v.Status.State == "Leader" {
-			leader = v.Status
-		}
-	}
-	for _, v := range r.Members {
-		switch {
-		case v.Err != nil && v.Member.GrpcAddress != "":
-			r.Problems = append(r.Problems, fmt.Sprintf("%s unreachable at %s: %v", v.Member.Id, v.Member.GrpcAddress, errText(v.Err)))
-		case v.Err != nil:
-			r.Problems = append(r.Problems, v.Err.Error())
-		case v.Status.State == "Leader" && !v.Status.Ready:
-			r.Problems = append(r.Problems, fmt.Sprintf("leader %s is not ready yet (recovering before it serves)", v.Member.Id))
-		case st.LeaderId != "" && v.Status.LeaderId != st.LeaderId:
-			r.Problems = append(r.Problems, fmt.Sprintf("%s sees leader %q, %s sees %q", v.Member.Id, v.Status.LeaderId, st.NodeId, st.LeaderId))
-		case leader != nil && v.Status != leader && leader.CommitIndex > v.Status.AppliedIndex+1000:
-			r.Problems = append(r.Problems, fmt.Sprintf("%s lags: applied %d, leader commit %d", v.Member.Id, v.Status.AppliedIndex, leader.CommitIndex))
-		}
-	}
-	return r, nil
+	return clusterReport{opsreport.Gather(ctx, st, c.NodeStatus)}, nil
 }
 
 // errText is an error's message without the client's "txcoord: CODE:" prefix.
-func errText(err error) string {
-	var ce *client.Error
-	if errors.As(err, &ce) {
-		return ce.Message
-	}
-	return err.Error()
-}
+func errText(err error) string { return opsreport.ErrText(err) }
 
 func (o *options) printCluster(r clusterReport) {
 	st := r.AnsweredBy

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/internal/opsreport"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 )
 
@@ -75,17 +76,9 @@ Nothing is changed. Exit 0 when nothing of ours is in doubt, 3 otherwise.`,
 	return c
 }
 
-// inDoubtCount counts what keeps the cluster from "nothing in doubt":
-// our branches not in flight, undone decisions, unreachable participants.
-func inDoubtCount(r *pb.InDoubtResponse) int {
-	n := len(r.Undone) + len(r.Unreachable)
-	for _, b := range r.Branches {
-		if b.Ours && b.Action != pb.PlannedAction_IN_PROGRESS {
-			n++
-		}
-	}
-	return n
-}
+// inDoubtCount counts what keeps the cluster from "nothing in doubt"
+// (shared with the web console).
+func inDoubtCount(r *pb.InDoubtResponse) int { return opsreport.InDoubtCount(r) }
 
 // maxUndoneDetails bounds the extra GetTransaction calls in-doubt makes.
 const maxUndoneDetails = 100
