@@ -83,6 +83,16 @@ type BankSpec struct {
 func CheckTags(ops []Operation, obs Observed) []Anomaly {
 	var out []Anomaly
 	byTag := map[string]bool{}
+	// An idem operation left unknown is retried with its tag (and key) by a
+	// new operation (RetryUnknownIdem): the tag's rows then belong to
+	// whichever of them committed. committed counts, per tag, the
+	// operations that committed (acknowledged, or resolved COMMITTED).
+	committed := map[string]int{}
+	for _, o := range ops {
+		if o.Value.Tag != "" && (o.Type == OK || o.Status == OutcomeCommitted) {
+			committed[o.Value.Tag]++
+		}
+	}
 	for _, o := range ops {
 		if o.Value.Tag == "" || len(o.Value.Writes) == 0 {
 			continue
@@ -141,7 +151,8 @@ func CheckTags(ops []Operation, obs Observed) []Anomaly {
 		case OutcomeAborted:
 			if o.Type == OK {
 				add(AStatus, "%s %s acknowledged ok but the coordinator says ABORTED", o.F, o.Value.Tag)
-			} else if visible {
+			} else if visible && committed[o.Value.Tag] == 0 {
+				// (Another operation with the tag committed: the rows are its.)
 				add(AStatus, "%s %s: the coordinator says ABORTED but the writes are in [%s]", o.F, o.Value.Tag, strings.Join(present, " "))
 			}
 		}

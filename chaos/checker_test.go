@@ -133,6 +133,25 @@ func TestCheckTagsStatus(t *testing.T) {
 	}
 }
 
+// An idem operation left unknown whose own attempt aborted, retried under
+// the same tag by an operation that committed: the rows are the retry's,
+// no contradiction. Without the committed retry they are one.
+func TestCheckTagsRetriedTagIsNotAContradiction(t *testing.T) {
+	p := newPlanted()
+	p.op(Unknown, "k", both, true)
+	p.op(OK, "k", both, false) // the same rows: counted once, by the first op
+	ops := Operations(p.h.Events())
+	ops[0].Status, ops[1].Status = OutcomeAborted, OutcomeCommitted
+	expectOnly(t, CheckTags(ops, p.obs), nil)
+
+	p = newPlanted()
+	p.op(Unknown, "k", both, true)
+	p.op(Fail, "k", both, false)
+	ops = Operations(p.h.Events())
+	ops[0].Status, ops[1].Status = OutcomeAborted, OutcomeAborted
+	expectOnly(t, CheckTags(ops, p.obs), map[string]int{AStatus: 2, AFailedVisible: 1})
+}
+
 func TestOperationsFoldsUnfinishedAsUnknown(t *testing.T) {
 	h := NewHistory()
 	a := h.Invoke(1, FTransfer, &Value{Tag: "a"})
