@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/internal/testkit"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -145,34 +145,9 @@ func (c *cluster) prefix() string { return "txc:" + c.id + ":" }
 // gid is the GID of a transaction's branch on a participant.
 func (c *cluster) gid(txid, participant string) string { return c.prefix() + txid + ":" + participant }
 
-// handedOut holds every port freePort returned in this process: the kernel
-// may give a just-closed port again, and two nodes (or a node's gRPC and
-// another's Raft port) must never share one.
-var handedOut = struct {
-	sync.Mutex
-	ports map[string]bool
-}{ports: map[string]bool{}}
-
-// freePort returns a loopback address whose port was free a moment ago and
-// was never returned before in this process.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		handedOut.Lock()
-		dup := handedOut.ports[addr]
-		handedOut.ports[addr] = true
-		handedOut.Unlock()
-		if !dup {
-			return addr
-		}
-	}
-}
+// freePort returns a loopback address nobody listens on and that was never
+// returned before in this process (testkit.FreePort).
+func freePort(t *testing.T) string { return testkit.FreePort(t) }
 
 // writeConfig writes p's YAML: a bootstrap voter with the peers list (as p
 // sees it: through its own proxies when opts.proxies), or, with join, a

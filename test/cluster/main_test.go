@@ -26,12 +26,12 @@ package cluster
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/txcoord/txcoord/internal/testkit"
 )
 
 // env is read once in TestMain; binary is empty when the databases are not
@@ -47,39 +47,16 @@ var env struct {
 }
 
 func TestMain(m *testing.M) {
-	env.pgDSN = os.Getenv("TXCOORD_PG_DSN_A")
-	env.surURL = os.Getenv("TXCOORD_SURREAL_URL")
-	env.surUser, env.surPass = envOr("TXCOORD_SURREAL_USER", "root"), envOr("TXCOORD_SURREAL_PASS", "root")
-	env.surNS, env.surDB = envOr("TXCOORD_SURREAL_NS", "txcoord"), envOr("TXCOORD_SURREAL_DB", "test")
-	if env.pgDSN == "" || env.surURL == "" {
-		fmt.Println("cluster: SKIP: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL not set (run `make test`, which starts the databases)")
-		os.Exit(m.Run())
+	suite, err := testkit.Setup("cluster")
+	if err == nil {
+		env.binary, env.pgDSN, env.surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
+		env.surUser, env.surPass, env.surNS, env.surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
 	}
-	dir, err := os.MkdirTemp("", "txcoord-cluster-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin := filepath.Join(dir, "txcoord")
-	build := exec.Command("go", "build", "-o", bin, "github.com/txcoord/txcoord/cmd/txcoord")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("cluster: building txcoord failed:", err)
-		os.Exit(1)
-	}
-	env.binary = bin
-	code := m.Run()
-	os.RemoveAll(dir)
+	code := testkit.Main(m, suite, err)
 	if !noLeakedGoroutines() && code == 0 {
 		code = 1
 	}
 	os.Exit(code)
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 // noLeakedGoroutines reports whether every goroutine this package started

@@ -13,13 +13,11 @@ package console_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/txcoord/txcoord/chaos"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -52,47 +51,27 @@ const (
 	appToken = "console-test-app-0123456789abcdef"
 )
 
-func TestMain(m *testing.M) {
-	pgDSN = os.Getenv("TXCOORD_PG_DSN_A")
-	surURL = os.Getenv("TXCOORD_SURREAL_URL")
-	surUser, surPass = envOr("TXCOORD_SURREAL_USER", "root"), envOr("TXCOORD_SURREAL_PASS", "root")
-	surNS, surDB = envOr("TXCOORD_SURREAL_NS", "txcoord"), envOr("TXCOORD_SURREAL_DB", "test")
-	if pgDSN == "" || surURL == "" {
-		skipWhy = "databases not configured: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL unset (run `make test`, or set -a; eval \"$(scripts/pg.sh env)\"; eval \"$(scripts/surreal.sh env)\"; set +a)"
-		fmt.Println("test/console: SKIP:", skipWhy)
-		os.Exit(m.Run())
-	}
-	chromePath = findChromium()
-	if chromePath == "" {
-		if os.Getenv("CI") != "" {
-			fmt.Println("test/console: FAIL: no Chromium found (chromium, chromium-browser, google-chrome) and CI is set: scripts/chromium.sh installs it (make test runs it)")
-			os.Exit(1)
-		}
-		skipWhy = "no Chromium found (chromium, chromium-browser, google-chrome): run scripts/chromium.sh"
-		fmt.Println("test/console: SKIP:", skipWhy)
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "console-test-bin")
-	if err != nil {
-		panic(err)
-	}
-	txcoordBin = filepath.Join(dir, "txcoord")
-	build := exec.Command("go", "build", "-o", txcoordBin, "github.com/txcoord/txcoord/cmd/txcoord")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("test/console: building txcoord failed:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+var suite *testkit.Suite
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
+func TestMain(m *testing.M) {
+	var err error
+	suite, err = testkit.Setup("test/console")
+	if err == nil && suite.Binary != "" {
+		txcoordBin, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
+		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
+		if chromePath = findChromium(); chromePath == "" {
+			if os.Getenv("CI") != "" {
+				fmt.Println("test/console: FAIL: no Chromium found (chromium, chromium-browser, google-chrome) and CI is set: scripts/chromium.sh installs it (make test runs it)")
+				os.Exit(1)
+			}
+			skipWhy = "no Chromium found (chromium, chromium-browser, google-chrome): run scripts/chromium.sh"
+			fmt.Println("test/console: SKIP:", skipWhy)
+		}
 	}
-	return def
+	if err == nil && suite.Binary == "" {
+		skipWhy = "databases not configured: " + testkit.NotConfigured
+	}
+	os.Exit(testkit.Main(m, suite, err))
 }
 
 func findChromium() string {
@@ -114,31 +93,7 @@ func needEnv(t *testing.T) {
 	}
 }
 
-// ports hands out loopback ports nobody listens on, never the same twice.
-var (
-	portsMu   sync.Mutex
-	handedOut = map[string]bool{}
-)
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if !handedOut[addr] {
-			handedOut[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no unused loopback port after 100 tries")
-	return ""
-}
+func freePort(t *testing.T) string { return testkit.FreePort(t) }
 
 // node is one txcoord process with a console, reaching PostgreSQL ("pg")
 // and SurrealDB ("surreal") through its own proxies.

@@ -6,7 +6,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/surrealdb/surrealdb.go/pkg/connection"
 	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -36,29 +36,16 @@ var (
 	surDB   string
 )
 
+var suite *testkit.Suite
+
 func TestMain(m *testing.M) {
-	pgDSN = os.Getenv("TXCOORD_PG_DSN_A")
-	surURL = os.Getenv("TXCOORD_SURREAL_URL")
-	surUser, surPass = envOr("TXCOORD_SURREAL_USER", "root"), envOr("TXCOORD_SURREAL_PASS", "root")
-	surNS, surDB = envOr("TXCOORD_SURREAL_NS", "txcoord"), envOr("TXCOORD_SURREAL_DB", "test")
-	if pgDSN == "" || surURL == "" {
-		fmt.Println("e2e: SKIP: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL not set (run `make test`, which starts the databases)")
-		os.Exit(m.Run())
+	var err error
+	suite, err = testkit.Setup("e2e")
+	if err == nil {
+		binary, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
+		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
 	}
-	dir, err := os.MkdirTemp("", "txcoord-e2e-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "txcoord")
-	build := exec.Command("go", "build", "-o", binary, "github.com/txcoord/txcoord/cmd/txcoord")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("e2e: building txcoord failed:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.Main(m, suite, err))
 }
 
 func cmpOr(a, b string) string {
@@ -68,29 +55,12 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
 func needDBs(t *testing.T) {
 	t.Helper()
-	if binary == "" {
-		t.Skip("databases not configured: run via `make test`")
-	}
+	suite.Need(t)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t *testing.T) string { return testkit.FreePort(t) }
 
 // node is one txcoord process with its own data dir and cluster id, so tests
 // never touch each other's GIDs.

@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -33,6 +32,7 @@ import (
 	"github.com/surrealdb/surrealdb.go/pkg/connection"
 	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
 	"github.com/txcoord/txcoord/client"
+	"github.com/txcoord/txcoord/internal/testkit"
 	"github.com/txcoord/txcoord/internal/txctl"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
@@ -50,72 +50,24 @@ var (
 	surDB      string
 )
 
-func TestMain(m *testing.M) {
-	pgDSN = os.Getenv("TXCOORD_PG_DSN_A")
-	surURL = os.Getenv("TXCOORD_SURREAL_URL")
-	surUser, surPass = envOr("TXCOORD_SURREAL_USER", "root"), envOr("TXCOORD_SURREAL_PASS", "root")
-	surNS, surDB = envOr("TXCOORD_SURREAL_NS", "txcoord"), envOr("TXCOORD_SURREAL_DB", "test")
-	if pgDSN == "" || surURL == "" {
-		fmt.Println("test/txctl: SKIP: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL not set (run `make test`, or set -a; eval \"$(scripts/pg.sh env)\"; eval \"$(scripts/surreal.sh env)\"; set +a)")
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "txctl-test-bin")
-	if err != nil {
-		panic(err)
-	}
-	txcoordBin = filepath.Join(dir, "txcoord")
-	build := exec.Command("go", "build", "-o", txcoordBin, "github.com/txcoord/txcoord/cmd/txcoord")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("test/txctl: building txcoord failed:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+var suite *testkit.Suite
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
+func TestMain(m *testing.M) {
+	var err error
+	suite, err = testkit.Setup("test/txctl")
+	if err == nil {
+		txcoordBin, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
+		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
 	}
-	return def
+	os.Exit(testkit.Main(m, suite, err))
 }
 
 func needDBs(t *testing.T) {
 	t.Helper()
-	if txcoordBin == "" {
-		t.Skip("databases not configured: TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL unset (run via `make test`)")
-	}
+	suite.Need(t)
 }
 
-// handedOut remembers every port freePort returned: a port closed by one
-// call can come back from the next, and two nodes (or a node's gRPC and
-// Raft ports) would then collide.
-var (
-	portsMu   sync.Mutex
-	handedOut = map[string]bool{}
-)
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if !handedOut[addr] {
-			handedOut[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no unused loopback port after 100 tries")
-	return ""
-}
+func freePort(t *testing.T) string { return testkit.FreePort(t) }
 
 // node is one txcoord process with its own data dir and cluster id, talking
 // to PostgreSQL ("pg") and SurrealDB ("surreal") through proxies.

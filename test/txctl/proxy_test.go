@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/txcoord/txcoord/internal/testkit"
 )
 
 // proxy is a TCP forwarder between txcoord and one participant's database.
@@ -35,24 +37,7 @@ func newProxy(t *testing.T, target string) *proxy {
 
 // listenUnused listens on a loopback port freePort has not handed out (a
 // node may be about to bind that one).
-func listenUnused(t *testing.T) net.Listener {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !handedOut[ln.Addr().String()] {
-			handedOut[ln.Addr().String()] = true
-			return ln
-		}
-		ln.Close()
-	}
-	t.Fatal("no unused loopback port after 100 tries")
-	return nil
-}
+func listenUnused(t *testing.T) net.Listener { return testkit.ListenUnused(t) }
 
 // addr is what the node dials instead of the database.
 func (p *proxy) addr() string { return p.ln.Addr().String() }
