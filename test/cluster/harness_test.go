@@ -735,18 +735,9 @@ func (c *cluster) firstExit(bound time.Duration, ps ...*proc) (*proc, time.Time)
 	}
 }
 
-// eventually polls cond every 20 ms until it holds or bound passes, and
-// returns how long it took.
 func eventually(t *testing.T, bound time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > bound {
-			t.Fatalf("%s: not true after %s", what, bound)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testkit.Eventually(t, bound, what, cond)
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }

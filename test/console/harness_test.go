@@ -340,31 +340,13 @@ func (c *cluster) leader(d time.Duration) *node {
 	return found
 }
 
-// eventually polls cond every 100 ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, what, cond)
 }
 
 func pgPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), pgDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	if _, err := p.Exec(context.Background(), `CREATE TABLE IF NOT EXISTS console_kv (k text PRIMARY KEY, v text NOT NULL)`); err != nil {
-		if !strings.Contains(err.Error(), "duplicate key") && !strings.Contains(err.Error(), "already exists") {
-			t.Fatal(err)
-		}
-	}
-	return p
+	return suite.DBs.PGPool(t, `CREATE TABLE IF NOT EXISTS console_kv (k text PRIMARY KEY, v text NOT NULL)`)
 }
 
 // writeBoth runs one transaction writing key=val to both stores.

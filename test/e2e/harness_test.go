@@ -6,7 +6,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	surrealdb "github.com/surrealdb/surrealdb.go"
-	"github.com/surrealdb/surrealdb.go/pkg/connection"
-	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/testkit"
 	"google.golang.org/grpc"
@@ -253,31 +250,7 @@ func pg(t *testing.T) *pgxpool.Pool {
 }
 
 // surreal opens an SDK connection (independent of the adapter under test).
-func surreal(t *testing.T) *surrealdb.DB {
-	t.Helper()
-	u, err := url.ParseRequestURI(surURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := connection.NewConfig(u)
-	conf.Logger = nil
-	conn := gorillaws.New(conf)
-	conn.Timeout = 10 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := surrealdb.FromConnection(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.SignIn(ctx, surrealdb.Auth{Username: surUser, Password: surPass}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Use(ctx, surNS, surDB); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close(context.Background()) })
-	return db
-}
+func surreal(t *testing.T) *surrealdb.DB { return suite.DBs.Surreal(t) }
 
 // surrealValue reads field v of record table:id, or nil when absent.
 func surrealValue(t *testing.T, db *surrealdb.DB, table, id string) any {
@@ -337,16 +310,9 @@ func pgPrepared(t *testing.T, p *pgxpool.Pool, like string) int {
 	return n
 }
 
-// eventually polls cond every 100 ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, what, cond)
 }
 
 func uniq(prefix string) string {

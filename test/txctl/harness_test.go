@@ -29,8 +29,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	surrealdb "github.com/surrealdb/surrealdb.go"
-	"github.com/surrealdb/surrealdb.go/pkg/connection"
-	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/testkit"
 	"github.com/txcoord/txcoord/internal/txctl"
@@ -413,19 +411,7 @@ func branchesOf(m map[string]any, txid string) map[string]map[string]any {
 }
 
 func pgPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), pgDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	if _, err := p.Exec(context.Background(), `CREATE TABLE IF NOT EXISTS txctl_kv (k text PRIMARY KEY, v text NOT NULL)`); err != nil {
-		// Parallel tests may race on CREATE TABLE IF NOT EXISTS.
-		if !strings.Contains(err.Error(), "duplicate key") && !strings.Contains(err.Error(), "already exists") {
-			t.Fatal(err)
-		}
-	}
-	return p
+	return suite.DBs.PGPool(t, `CREATE TABLE IF NOT EXISTS txctl_kv (k text PRIMARY KEY, v text NOT NULL)`)
 }
 
 func pgValue(t *testing.T, p *pgxpool.Pool, k string) any {
@@ -450,31 +436,8 @@ func pgPrepared(t *testing.T, p *pgxpool.Pool, prefix string) int {
 	return n
 }
 
-func surreal(t *testing.T) *surrealdb.DB {
-	t.Helper()
-	u, err := url.ParseRequestURI(surURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := connection.NewConfig(u)
-	conf.Logger = nil
-	conn := gorillaws.New(conf)
-	conn.Timeout = 10 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := surrealdb.FromConnection(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.SignIn(ctx, surrealdb.Auth{Username: surUser, Password: surPass}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Use(ctx, surNS, surDB); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close(context.Background()) })
-	return db
-}
+// surreal opens an SDK connection (independent of the adapter under test).
+func surreal(t *testing.T) *surrealdb.DB { return suite.DBs.Surreal(t) }
 
 // surrealValue reads field v of txctl_kv:id, or nil when absent.
 func surrealValue(t *testing.T, db *surrealdb.DB, id string) any {
@@ -537,16 +500,9 @@ func uniq(prefix string) string {
 	return fmt.Sprintf("%s%d", prefix, time.Now().UnixNano())
 }
 
-// eventually polls cond every 100 ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, what, cond)
 }
 
 // crashInDoubt starts n with a kill failpoint, runs one transaction into it
