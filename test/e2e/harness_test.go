@@ -7,10 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +17,6 @@ import (
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/testkit"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 var (
@@ -68,9 +64,7 @@ type node struct {
 	addr      string
 	opts      nodeOpts
 	clusterID string
-	cmd       *exec.Cmd
-	exited    chan struct{}
-	logPath   string
+	proc      *testkit.Process // nil before the first start
 }
 
 type nodeOpts struct {
@@ -135,95 +129,40 @@ func (n *node) start(failpoints ...string) {
 	for _, fp := range failpoints {
 		args = append(args, "--failpoint", fp+"=kill")
 	}
-	n.logPath = filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(n.logPath)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "E2E_SURREAL_PASS="+surPass)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.cmd = cmd
-	n.exited = make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
-
-	dial := n.opts.healthDial
-	if dial == nil {
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	conn, err := grpc.NewClient(n.addr, dial...)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		select {
-		case <-n.exited:
-			n.t.Fatalf("txcoord exited during start-up; log:\n%s", n.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("txcoord not serving after 30s (last: %v); log:\n%s", err, n.log())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
+	n.proc = testkit.Start(n.t, "n1", binary, args, []string{"E2E_SURREAL_PASS=" + surPass}, logPath)
+	n.proc.WaitHealth(n.t, n.addr, n.opts.healthDial, true, 30*time.Second)
 }
 
 func (n *node) log() string {
-	b, _ := os.ReadFile(n.logPath)
-	return string(b)
+	if n.proc == nil {
+		return ""
+	}
+	return n.proc.Log()
 }
 
 // waitExit waits for the process to die (a failpoint's SIGKILL) within d.
 func (n *node) waitExit(d time.Duration) {
 	n.t.Helper()
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	case <-time.After(d):
 		n.t.Fatalf("txcoord did not exit within %s; log:\n%s", d, n.log())
 	}
-	if ws, ok := n.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		n.t.Fatalf("txcoord exited but not by SIGKILL (%v); log:\n%s", n.cmd.ProcessState, n.log())
+	if !n.proc.KilledBySIGKILL() {
+		n.t.Fatalf("txcoord exited but not by SIGKILL (%v); log:\n%s", n.proc.State(), n.log())
 	}
 }
 
 func (n *node) kill() {
-	if n.cmd != nil && n.exited != nil {
-		select {
-		case <-n.exited:
-		default:
-			syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-			<-n.exited
-		}
+	if n.proc != nil {
+		n.proc.Kill()
 	}
 }
 
 func (n *node) stop() {
-	if n.cmd == nil || n.exited == nil {
-		return
-	}
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(15 * time.Second):
-		n.kill()
+	if n.proc != nil {
+		n.proc.Stop(15 * time.Second)
 	}
 }
 

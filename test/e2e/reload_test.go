@@ -119,7 +119,7 @@ auth:
 	n.rewrite("participants: [pg], max_active: 1}", "participants: [pg], max_active: 2}\n    - {name: late, coordinator: true, participants: [pg]}")
 	n.rewrite("  max_statements: 3\n", "  max_statements: 5\n")
 	n.rewrite("node_id: n1\n", "node_id: n1\nlog_level: debug\n")
-	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(n.proc.Pid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	var reload *pb.AuditEntry
