@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,9 +26,6 @@ import (
 	"github.com/txcoord/txcoord/chaos"
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/testkit"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 var (
@@ -106,9 +102,7 @@ type node struct {
 	raftAddr string
 	console  string // http://host:port
 	pg, sur  *chaos.Proxy
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	logPath  string
+	proc     *testkit.Process // nil before the first start
 }
 
 // cluster is three nodes bootstrapped together, with access control on.
@@ -227,75 +221,24 @@ func (n *node) start(failpoint string) {
 	if failpoint != "" {
 		args = append(args, "--failpoint", failpoint+"=kill")
 	}
-	n.logPath = filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(n.logPath)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	cmd := exec.Command(txcoordBin, args...)
-	cmd.Env = append(os.Environ(), "CONSOLE_TEST_SURREAL_PASS="+surPass)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.cmd, n.exited = cmd, make(chan struct{})
-	exited := n.exited
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			n.t.Fatalf("txcoord %s exited during start-up; log:\n%s", n.id, n.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("txcoord %s not answering after 60s (last: %v); log:\n%s", n.id, err, n.log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
+	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"CONSOLE_TEST_SURREAL_PASS=" + surPass}, logPath)
+	n.proc.WaitHealth(n.t, n.addr, nil, false, 60*time.Second)
 }
 
 func (n *node) log() string {
-	b, _ := os.ReadFile(n.logPath)
-	return string(b)
+	if n.proc == nil {
+		return ""
+	}
+	return n.proc.Log()
 }
 
-func (n *node) running() bool {
-	if n.exited == nil {
-		return false
-	}
-	select {
-	case <-n.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (n *node) running() bool { return n.proc != nil && n.proc.Running() }
 
 // stop shuts the process down (SIGTERM, SIGKILL after 15s).
 func (n *node) stop() {
-	if !n.running() {
-		return
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(15 * time.Second):
-		syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.exited
+	if n.proc != nil {
+		n.proc.Stop(15 * time.Second)
 	}
 }
 
@@ -303,12 +246,12 @@ func (n *node) stop() {
 func (n *node) waitKilled(d time.Duration) {
 	n.t.Helper()
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	case <-time.After(d):
 		n.t.Fatalf("txcoord %s did not exit within %s; log:\n%s", n.id, d, n.log())
 	}
-	if ws, ok := n.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		n.t.Fatalf("txcoord %s exited but not by SIGKILL (%v); log:\n%s", n.id, n.cmd.ProcessState, n.log())
+	if !n.proc.KilledBySIGKILL() {
+		n.t.Fatalf("txcoord %s exited but not by SIGKILL (%v); log:\n%s", n.id, n.proc.State(), n.log())
 	}
 }
 

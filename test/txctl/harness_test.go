@@ -19,11 +19,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +32,6 @@ import (
 	"github.com/txcoord/txcoord/internal/txctl"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 var (
@@ -80,9 +76,7 @@ type node struct {
 	clusterID string
 	pgProxy   *proxy
 	surProxy  *proxy
-	cmd       *exec.Cmd
-	exited    chan struct{}
-	logPath   string
+	proc      *testkit.Process // nil before the first start
 }
 
 type nodeOpts struct {
@@ -177,21 +171,9 @@ func (n *node) start(o startOpts) {
 	if o.failpoint != "" {
 		args = append(args, "--failpoint", o.failpoint+"=kill")
 	}
-	n.logPath = filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(n.logPath)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	cmd := exec.Command(txcoordBin, args...)
-	cmd.Env = append(os.Environ(), "TXCTL_TEST_SURREAL_PASS="+surPass)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	n.cmd = cmd
-	n.exited = make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
+	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
+	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"TXCTL_TEST_SURREAL_PASS=" + surPass}, logPath)
+	proc := n.proc
 
 	var watch sync.WaitGroup
 	stopWatch := make(chan struct{})
@@ -202,7 +184,7 @@ func (n *node) start(o startOpts) {
 		go func() {
 			defer watch.Done()
 			for {
-				b, _ := os.ReadFile(n.logPath)
+				b, _ := os.ReadFile(proc.LogPath)
 				firedMu.Lock()
 				for key, fn := range o.onLog {
 					if !fired[key] && bytes.Contains(b, []byte(key)) {
@@ -216,7 +198,7 @@ func (n *node) start(o startOpts) {
 					return
 				}
 				select {
-				case <-n.exited:
+				case <-proc.Exited():
 					return
 				case <-stopWatch:
 					return
@@ -234,71 +216,33 @@ func (n *node) start(o startOpts) {
 			}
 		}
 	}()
-
-	dial := o.dial
-	if dial == nil {
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	conn, err := grpc.NewClient(n.addr, dial...)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && (o.follower || resp.Status == healthpb.HealthCheckResponse_SERVING) {
-			return
-		}
-		select {
-		case <-n.exited:
-			n.t.Fatalf("txcoord %s exited during start-up; log:\n%s", n.id, n.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("txcoord %s not serving after 60s (last: %v); log:\n%s", n.id, err, n.log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	proc.WaitHealth(n.t, n.addr, o.dial, !o.follower, 60*time.Second)
 }
 
 func (n *node) log() string {
-	b, _ := os.ReadFile(n.logPath)
-	return string(b)
+	if n.proc == nil {
+		return ""
+	}
+	return n.proc.Log()
 }
 
 // waitKilled waits for the process to die by SIGKILL (a failpoint) within d.
 func (n *node) waitKilled(d time.Duration) {
 	n.t.Helper()
 	select {
-	case <-n.exited:
+	case <-n.proc.Exited():
 	case <-time.After(d):
-		n.t.Fatalf("txcoord did not exit within %s; log:\n%s", d, n.log())
+		n.t.Fatalf("txcoord %s did not exit within %s; log:\n%s", n.id, d, n.log())
 	}
-	if ws, ok := n.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		n.t.Fatalf("txcoord exited but not by SIGKILL (%v); log:\n%s", n.cmd.ProcessState, n.log())
+	if !n.proc.KilledBySIGKILL() {
+		n.t.Fatalf("txcoord %s exited but not by SIGKILL (%v); log:\n%s", n.id, n.proc.State(), n.log())
 	}
 }
 
 // stop shuts the process down cleanly (SIGTERM), killing it after 15s.
 func (n *node) stop() {
-	if n.cmd == nil || n.exited == nil {
-		return
-	}
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(15 * time.Second):
-		syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.exited
+	if n.proc != nil {
+		n.proc.Stop(15 * time.Second)
 	}
 }
 
