@@ -46,8 +46,12 @@ var env struct {
 	surDB   string
 }
 
+// suite is the databases' settings and the txcoord build (testkit).
+var suite *testkit.Suite
+
 func TestMain(m *testing.M) {
-	suite, err := testkit.Setup("cluster")
+	var err error
+	suite, err = testkit.Setup("cluster")
 	if err == nil {
 		env.binary, env.pgDSN, env.surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
 		env.surUser, env.surPass, env.surNS, env.surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB

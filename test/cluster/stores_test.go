@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	surrealdb "github.com/surrealdb/surrealdb.go"
-	"github.com/surrealdb/surrealdb.go/pkg/connection"
-	"github.com/surrealdb/surrealdb.go/pkg/connection/gorillaws"
 )
 
 // The tests write rows keyed by "<cluster id>-..." into cluster_kv in both
@@ -25,8 +21,6 @@ import (
 // until that one ends — the tests' way to hold a transaction prepared on one
 // participant with its decision pending (see blocker).
 const kvTable = "cluster_kv"
-
-var schemaOnce sync.Once
 
 // stores is the test's own view of both databases, independent of the
 // adapters under test.
@@ -38,47 +32,11 @@ type stores struct {
 
 func openStores(t *testing.T) *stores {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, env.pgDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	schemaOnce.Do(func() {
-		_, serr = pool.Exec(ctx, `
-			CREATE TABLE IF NOT EXISTS cluster_kv (k text PRIMARY KEY, v text NOT NULL);
-			CREATE TABLE IF NOT EXISTS cluster_uniq (k text,
-				CONSTRAINT cluster_uniq_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)`)
-	})
-	if serr != nil {
-		pool.Close()
-		t.Fatalf("schema: %v", serr)
-	}
-	u, err := url.ParseRequestURI(env.surURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := connection.NewConfig(u)
-	conf.Logger = nil
-	conn := gorillaws.New(conf)
-	conn.Timeout = 10 * time.Second
-	db, err := surrealdb.FromConnection(ctx, conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.SignIn(ctx, surrealdb.Auth{Username: env.surUser, Password: env.surPass}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Use(ctx, env.surNS, env.surDB); err != nil {
-		t.Fatal(err)
-	}
-	s := &stores{t: t, pg: pool, sdb: db}
-	t.Cleanup(func() {
-		db.Close(context.Background())
-		pool.Close()
-	})
-	return s
+	pool := suite.DBs.PGPool(t, `
+		CREATE TABLE IF NOT EXISTS cluster_kv (k text PRIMARY KEY, v text NOT NULL);
+		CREATE TABLE IF NOT EXISTS cluster_uniq (k text,
+			CONSTRAINT cluster_uniq_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)`)
+	return &stores{t: t, pg: pool, sdb: suite.DBs.Surreal(t)}
 }
 
 func (s *stores) ctx() (context.Context, context.CancelFunc) {
