@@ -13,14 +13,17 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// Process is one txcoord process of a test: its output goes to a log file,
-// it runs in its own process group (signals reach it alone), and it dies
-// with the test binary (Pdeathsig).
+// Process is one txcoord process of a test: its output goes to a log file
+// and it runs in its own process group (signals reach it alone). It has no
+// Pdeathsig: Linux sends that when the forking *thread* ends, which the Go
+// runtime may do while the test still runs; tests stop their processes in
+// Cleanup instead.
 type Process struct {
-	Name    string // for messages
-	LogPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	Name     string // for messages
+	LogPath  string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitedAt time.Time // set before exited is closed
 }
 
 // Start runs binary with args and env (added to this process's
@@ -34,13 +37,18 @@ func Start(t testing.TB, name, binary string, args, env []string, logPath string
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatal(err)
 	}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(p.exited) }()
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		p.exitedAt = time.Now()
+		close(p.exited)
+	}()
 	return p
 }
 
@@ -86,6 +94,16 @@ func (p *Process) Log() string {
 
 // Exited is closed when the process has ended.
 func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// ExitedAt is when the process was seen to end (zero while it runs).
+func (p *Process) ExitedAt() time.Time {
+	select {
+	case <-p.exited:
+		return p.exitedAt
+	default:
+		return time.Time{}
+	}
+}
 
 // Running reports whether the process has not ended.
 func (p *Process) Running() bool {

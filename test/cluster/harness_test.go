@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,13 +67,11 @@ type proc struct {
 	dir      string
 	cfgPath  string
 
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	exitedAt time.Time
-	paused   bool
-	logPath  string
-	logs     []string
+	mu      sync.Mutex
+	cur     *testkit.Process // the current process; nil before the first launch
+	paused  bool
+	logPath string
+	logs    []string
 }
 
 // newCluster lays out the bootstrap voters (n1..nN) and their configs; it
@@ -271,44 +268,21 @@ func (p *proc) launch(failpoints ...string) {
 	defer p.mu.Unlock()
 	p.logPath = filepath.Join(p.dir, fmt.Sprintf("txcoord-%s-%d.log", p.id, len(p.logs)+1))
 	p.logs = append(p.logs, p.logPath)
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(env.binary, args...)
-	cmd.Env = append(os.Environ(), "CLUSTER_SURREAL_PASS="+env.surPass)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	p.cmd, p.exited, p.paused = cmd, exited, false
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		p.mu.Lock()
-		p.exitedAt = time.Now()
-		p.mu.Unlock()
-		close(exited)
-	}()
+	p.cur = testkit.Start(t, p.id, env.binary, args, []string{"CLUSTER_SURREAL_PASS=" + env.surPass}, p.logPath)
+	p.paused = false
+}
+
+// current is the node's current process (nil before the first launch).
+func (p *proc) current() *testkit.Process {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur
 }
 
 // running reports whether the current process is alive.
 func (p *proc) running() bool {
-	p.mu.Lock()
-	ch := p.exited
-	p.mu.Unlock()
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return false
-	default:
-		return true
-	}
+	cur := p.current()
+	return cur != nil && cur.Running()
 }
 
 // waitUp waits until the node answers ClusterStatus (it has opened its
@@ -347,11 +321,8 @@ func (p *proc) digest() (*pb.StoreDigestResponse, error) {
 }
 
 func (p *proc) signal(sig syscall.Signal) {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.mu.Unlock()
-	if cmd != nil && p.running() {
-		cmd.Process.Signal(sig)
+	if cur := p.current(); cur != nil && cur.Running() {
+		cur.Signal(sig)
 	}
 }
 
@@ -381,28 +352,19 @@ func (p *proc) resume() {
 func (p *proc) waitExit(bound time.Duration) time.Time {
 	t := p.c.t
 	t.Helper()
-	p.mu.Lock()
-	ch := p.exited
-	p.mu.Unlock()
+	cur := p.current()
 	select {
-	case <-ch:
+	case <-cur.Exited():
 	case <-time.After(bound):
 		t.Fatalf("%s did not exit within %s; log:\n%s", p.id, bound, p.logTail(60))
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.exitedAt
+	return cur.ExitedAt()
 }
 
 // killedBySIGKILL reports whether the last process died of SIGKILL.
 func (p *proc) killedBySIGKILL() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.ProcessState == nil {
-		return false
-	}
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	cur := p.current()
+	return cur != nil && cur.KilledBySIGKILL()
 }
 
 // term stops the node with SIGTERM (a clean shutdown) and waits.
@@ -417,14 +379,9 @@ func (p *proc) term(bound time.Duration) {
 
 // kill SIGKILLs the process group and waits.
 func (p *proc) kill() {
-	p.mu.Lock()
-	cmd, ch := p.cmd, p.exited
-	p.mu.Unlock()
-	if cmd == nil || !p.running() {
-		return
+	if cur := p.current(); cur != nil && cur.Running() {
+		cur.Kill()
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-ch
 }
 
 // dumpStacks SIGQUITs the process (the Go runtime prints every goroutine
@@ -515,11 +472,8 @@ func (c *cluster) shutdown() {
 			}
 			p.signal(syscall.SIGCONT)
 			p.signal(syscall.SIGTERM)
-			p.mu.Lock()
-			ch := p.exited
-			p.mu.Unlock()
 			select {
-			case <-ch:
+			case <-p.current().Exited():
 			case <-time.After(15 * time.Second):
 				p.kill()
 			}
