@@ -81,7 +81,7 @@ type Config struct {
 	// metrics listener. Off by default: profiles expose internals (stack
 	// contents, heap), so turn it on only on a trusted, loopback listener.
 	DebugPprof bool `yaml:"debug_pprof"`
-	Raft          struct {
+	Raft       struct {
 		Bind      string `yaml:"bind"`
 		Advertise string `yaml:"advertise"`
 		// Bootstrap creates the cluster when data_dir holds no Raft state:
