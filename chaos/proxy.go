@@ -120,6 +120,19 @@ func (p *Proxy) SetRule(source string, r Rule) {
 	p.mu.Unlock()
 }
 
+// Cut makes the target unreachable through the proxy, as a peer that went
+// down: every rule is replaced by Refuse for every source (new connections
+// are accepted and reset at once) and every open connection is reset, so no
+// byte passes either way. Heal undoes it.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	p.def = Rule{Refuse: true}
+	p.rules = map[string]Rule{}
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.Reset("")
+}
+
 // Heal lifts every rule and disarms every pattern: traffic flows again,
 // including the bytes held by stalled connections.
 func (p *Proxy) Heal() {

@@ -220,6 +220,32 @@ func TestProxyResetAndRefuse(t *testing.T) {
 	}
 }
 
+// Cut resets open connections and refuses new ones (no data either way),
+// also for sources with rules of their own; Heal lets new connections
+// through again.
+func TestProxyCut(t *testing.T) {
+	noLeak(t)
+	s := newEchoServer(t)
+	p := newTestProxy(t, s.ln.Addr().String(), nil)
+	c1, r1 := dialLine(t, p.Addr())
+	if got, err := roundTrip(c1, r1, "ping", 5*time.Second); err != nil || got != "ping" {
+		t.Fatalf("through the proxy: %q %v", got, err)
+	}
+	p.SetRule("some-source", Rule{Delay: time.Millisecond})
+	p.Cut()
+	if _, err := roundTrip(c1, r1, "after", 2*time.Second); err == nil {
+		t.Fatal("an open connection still carries data after the cut")
+	}
+	if !refused(p.Addr()) {
+		t.Fatal("a new connection carries data while cut")
+	}
+	p.Heal()
+	c3, r3 := dialLine(t, p.Addr())
+	if got, err := roundTrip(c3, r3, "ok", 5*time.Second); err != nil || got != "ok" {
+		t.Fatalf("after heal: %q %v", got, err)
+	}
+}
+
 func TestProxyArmedReset(t *testing.T) {
 	noLeak(t)
 	s := newEchoServer(t)

@@ -132,25 +132,3 @@ func FreePort(t testing.TB) string {
 	t.Fatal("no unused loopback port after 100 tries")
 	return ""
 }
-
-// ListenUnused listens on a loopback port FreePort has not handed out and
-// marks it handed out, for a listener the test itself keeps (a proxy) while
-// processes are being given ports.
-func ListenUnused(t testing.TB) net.Listener {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if addr := ln.Addr().String(); !handedOut[addr] {
-			handedOut[addr] = true
-			return ln
-		}
-		ln.Close()
-	}
-	t.Fatal("no unused loopback port after 100 tries")
-	return nil
-}

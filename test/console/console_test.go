@@ -359,7 +359,7 @@ func testInDoubt(t *testing.T, c *cluster, b *browser, leader *node) (string, *n
 	for _, n := range c.nodes {
 		if n != armed {
 			others = append(others, n)
-			cut(n.pg)
+			n.pg.Cut()
 		}
 	}
 	key := fmt.Sprintf("stuck-%d", time.Now().UnixNano())

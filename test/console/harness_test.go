@@ -255,12 +255,6 @@ func (n *node) waitKilled(d time.Duration) {
 	}
 }
 
-// cut makes the participant unreachable for this node; heal undoes it.
-func cut(p *chaos.Proxy) {
-	p.SetRule("", chaos.Rule{Refuse: true})
-	p.Reset("")
-}
-
 // leader waits until a node leads and serves, and returns it.
 func (c *cluster) leader(d time.Duration) *node {
 	c.t.Helper()
