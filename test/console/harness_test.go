@@ -32,12 +32,6 @@ var (
 	txcoordBin string // built once in TestMain
 	chromePath string
 	skipWhy    string
-	pgDSN      string
-	surURL     string
-	surUser    string
-	surPass    string
-	surNS      string
-	surDB      string
 )
 
 // Tokens of the test's clients (auth.tokens_file): ops may use the Admin
@@ -53,8 +47,7 @@ func TestMain(m *testing.M) {
 	var err error
 	suite, err = testkit.Setup("test/console")
 	if err == nil && suite.Binary != "" {
-		txcoordBin, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
-		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
+		txcoordBin = suite.Binary
 		if chromePath = findChromium(); chromePath == "" {
 			if os.Getenv("CI") != "" {
 				fmt.Println("test/console: FAIL: no Chromium found (chromium, chromium-browser, google-chrome) and CI is set: scripts/chromium.sh installs it (make test runs it)")
@@ -123,11 +116,11 @@ func newCluster(t *testing.T) *cluster {
 	if err := os.WriteFile(tokens, []byte("ops "+opsToken+"\napp "+appToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pgU, err := url.Parse(pgDSN)
+	pgU, err := url.Parse(suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	surU, err := url.Parse(surURL)
+	surU, err := url.Parse(suite.DBs.SurrealURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +170,7 @@ participants:
   - {name: pg, kind: postgres, dsn: %q}
   - {name: surreal, kind: surrealdb, url: %q, namespace: %s, database: %s, username: %s, password_env: CONSOLE_TEST_SURREAL_PASS}
 `, n.id, c.id, n.addr, filepath.Join(n.dir, "data"), n.raftAddr, peers.String(), strings.TrimPrefix(n.console, "http://"),
-			tokens, pg.String(), sur.String(), surNS, surDB, surUser)
+			tokens, pg.String(), sur.String(), suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser)
 		n.cfg = filepath.Join(n.dir, "txcoord.yaml")
 		if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
@@ -222,7 +215,7 @@ func (n *node) start(failpoint string) {
 		args = append(args, "--failpoint", failpoint+"=kill")
 	}
 	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"CONSOLE_TEST_SURREAL_PASS=" + surPass}, logPath)
+	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"CONSOLE_TEST_SURREAL_PASS=" + suite.DBs.SurrealPass}, logPath)
 	n.proc.WaitHealth(n.t, n.addr, nil, false, 60*time.Second)
 }
 

@@ -332,7 +332,7 @@ func TestSurrealLockConflictAborts(t *testing.T) {
 	// Another transaction manager (a different GID prefix, which txcoord's
 	// recovery must leave alone) holds the record's lock, prepared.
 	cfg := surrealadapter.DefaultConfig()
-	cfg.Name, cfg.URL, cfg.Namespace, cfg.Database, cfg.Username, cfg.Password = "surreal", surURL, surNS, surDB, surUser, surPass
+	cfg.Name, cfg.URL, cfg.Namespace, cfg.Database, cfg.Username, cfg.Password = "surreal", suite.DBs.SurrealURL, suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser, suite.DBs.SurrealPass
 	other, err := surrealadapter.Open(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -20,13 +20,7 @@ import (
 )
 
 var (
-	binary  string // built once in TestMain
-	pgDSN   string
-	surURL  string
-	surUser string
-	surPass string
-	surNS   string
-	surDB   string
+	binary string // built once in TestMain
 )
 
 var suite *testkit.Suite
@@ -35,8 +29,7 @@ func TestMain(m *testing.M) {
 	var err error
 	suite, err = testkit.Setup("e2e")
 	if err == nil {
-		binary, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
-		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
+		binary = suite.Binary
 	}
 	os.Exit(testkit.Main(m, suite, err))
 }
@@ -113,7 +106,7 @@ coordinator:
     database: %s
     username: %s
     password_env: E2E_SURREAL_PASS
-%s`, n.clusterID, n.addr, filepath.Join(dir, "data"), freePort(t), maxStmts, cmpOr(o.pgDSN, pgDSN), surURL, surNS, surDB, surUser, o.extraYAML)
+%s`, n.clusterID, n.addr, filepath.Join(dir, "data"), freePort(t), maxStmts, cmpOr(o.pgDSN, suite.DBs.PGDSN), suite.DBs.SurrealURL, suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser, o.extraYAML)
 	if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +123,7 @@ func (n *node) start(failpoints ...string) {
 		args = append(args, "--failpoint", fp+"=kill")
 	}
 	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	n.proc = testkit.Start(n.t, "n1", binary, args, []string{"E2E_SURREAL_PASS=" + surPass}, logPath)
+	n.proc = testkit.Start(n.t, "n1", binary, args, []string{"E2E_SURREAL_PASS=" + suite.DBs.SurrealPass}, logPath)
 	n.proc.WaitHealth(n.t, n.addr, n.opts.healthDial, true, 30*time.Second)
 }
 
@@ -180,7 +173,7 @@ func (n *node) gidLike() string { return "txc:" + n.clusterID + ":%" }
 // pg opens a pool on the test database.
 func pg(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	p, err := pgxpool.New(context.Background(), pgDSN)
+	p, err := pgxpool.New(context.Background(), suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}

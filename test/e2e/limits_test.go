@@ -75,7 +75,7 @@ func TestLimitsNameTheLimit(t *testing.T) {
 	_, err = c.Begin(ctx, client.TxOptions{Timeout: 2 * time.Minute})
 	wantErr("timeout above max_timeout", err, codes.InvalidArgument, "max_timeout")
 	table := fmt.Sprintf("e2e_expiry_%s", n.clusterID)
-	pg, err := pgx.Connect(ctx, pgDSN)
+	pg, err := pgx.Connect(ctx, suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}

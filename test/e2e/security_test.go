@@ -153,7 +153,7 @@ func TestAuthorizationLimitsAndSecrets(t *testing.T) {
 	tokens := filepath.Join(dir, tokensFile)
 	os.WriteFile(tokens, []byte(fmt.Sprintf("# client token\napp %s\nops %s\nslow %s\n", appToken, opsToken, slowToken)), 0o600)
 	// The dev PostgreSQL trusts loopback, so a planted password is accepted and ignored.
-	dsn := pgDSN
+	dsn := suite.DBs.PGDSN
 	if u, ok := strings.CutPrefix(dsn, "postgres://txcoord@"); ok {
 		dsn = "postgres://txcoord:" + plantedPW + "@" + u
 	}

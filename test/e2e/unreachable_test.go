@@ -18,7 +18,7 @@ import (
 // takes them once the database is reachable (the participant keeps
 // trying to open in the background).
 func TestStartsWithParticipantUnreachable(t *testing.T) {
-	u, err := url.Parse(pgDSN)
+	u, err := url.Parse(suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,14 +44,14 @@ func squeeze(s string) string {
 // tables (paging on both sides), exits 0 once the sides agree, and 2 on a bad
 // mapping or a missing credential.
 func TestDriftReportsPlantedDifferences(t *testing.T) {
-	if pgDSN == "" || surURL == "" {
+	if suite.DBs.PGDSN == "" || suite.DBs.SurrealURL == "" {
 		t.Skip("needs TXCOORD_PG_DSN_A and TXCOORD_SURREAL_URL (make db-up)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	table := fmt.Sprintf("drift_acct_%d", time.Now().UnixNano()%1_000_000_000)
 
-	pg, err := pgx.Connect(ctx, pgDSN)
+	pg, err := pgx.Connect(ctx, suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDriftReportsPlantedDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pg.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
-	sur, err := demo.DialSurreal(ctx, demo.SurrealParams{URL: surURL, User: surUser, Pass: surPass, Namespace: surNS, Database: surDB})
+	sur, err := demo.DialSurreal(ctx, demo.SurrealParams{URL: suite.DBs.SurrealURL, User: suite.DBs.SurrealUser, Pass: suite.DBs.SurrealPass, Namespace: suite.DBs.SurrealNS, Database: suite.DBs.SurrealDB})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +112,10 @@ mappings:
     fields:
       - {postgres: balance, surrealdb: balance}
       - {postgres: owner, surrealdb: owner, transform: lower}
-%s`, surURL, surNS, surDB, surUser, table, table, extra)), 0o600)
+%s`, suite.DBs.SurrealURL, suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser, table, table, extra)), 0o600)
 	}
 	writeMapping("")
-	env := map[string]string{"DRIFT_PG_DSN": pgDSN, "DRIFT_SURREAL_PASS": surPass}
+	env := map[string]string{"DRIFT_PG_DSN": suite.DBs.PGDSN, "DRIFT_SURREAL_PASS": suite.DBs.SurrealPass}
 
 	r := driftRun(t, env, "drift", "--config", mapping)
 	if r.code != txctl.DriftFound {
@@ -170,7 +170,7 @@ accounts: DRIFT: 7 postgres rows, 7 surrealdb records; 1 missing in surrealdb, 1
 	}
 
 	// Errors exit 2: a missing credential (named, never shown), a bad mapping.
-	r = driftRun(t, map[string]string{"DRIFT_PG_DSN": pgDSN}, "drift", "--config", mapping)
+	r = driftRun(t, map[string]string{"DRIFT_PG_DSN": suite.DBs.PGDSN}, "drift", "--config", mapping)
 	if r.code != txctl.DriftError || !strings.Contains(r.stderr, "DRIFT_SURREAL_PASS is not set") {
 		t.Errorf("missing password: exit %d, %s", r.code, r.stderr)
 	}
@@ -179,7 +179,7 @@ accounts: DRIFT: 7 postgres rows, 7 surrealdb records; 1 missing in surrealdb, 1
 	if r.code != txctl.DriftError || !strings.Contains(r.stderr, "mappings[0].fields[2].transform") {
 		t.Errorf("bad mapping: exit %d, %s", r.code, r.stderr)
 	}
-	if strings.Contains(r.stdout+r.stderr, surPass) && surPass != "root" {
+	if strings.Contains(r.stdout+r.stderr, suite.DBs.SurrealPass) && suite.DBs.SurrealPass != "root" {
 		t.Error("the SurrealDB password appears in the output")
 	}
 }
@@ -189,13 +189,13 @@ accounts: DRIFT: 7 postgres rows, 7 surrealdb records; 1 missing in surrealdb, 1
 // record missing in PostgreSQL, the one row missing in SurrealDB and a
 // differing field, and keys print as JSON arrays.
 func TestDriftCompositeKey(t *testing.T) {
-	if pgDSN == "" || surURL == "" {
+	if suite.DBs.PGDSN == "" || suite.DBs.SurrealURL == "" {
 		t.Skip("needs TXCOORD_PG_DSN_A and TXCOORD_SURREAL_URL (make db-up)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	table := fmt.Sprintf("drift_ord_%d", time.Now().UnixNano()%1_000_000_000)
-	pg, err := pgx.Connect(ctx, pgDSN)
+	pg, err := pgx.Connect(ctx, suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestDriftCompositeKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pg.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
-	sur, err := demo.DialSurreal(ctx, demo.SurrealParams{URL: surURL, User: surUser, Pass: surPass, Namespace: surNS, Database: surDB})
+	sur, err := demo.DialSurreal(ctx, demo.SurrealParams{URL: suite.DBs.SurrealURL, User: suite.DBs.SurrealUser, Pass: suite.DBs.SurrealPass, Namespace: suite.DBs.SurrealNS, Database: suite.DBs.SurrealDB})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +242,8 @@ mappings:
     postgres: {table: %s, key: [region, id]}
     surrealdb: {table: %s}
     fields: [{postgres: total, surrealdb: total}]
-`, surURL, surNS, surDB, surUser, table, table)), 0o600)
-	r := driftRun(t, map[string]string{"DRIFT_PG_DSN": pgDSN, "DRIFT_SURREAL_PASS": surPass}, "drift", "--config", mapping, "-o", "json")
+`, suite.DBs.SurrealURL, suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser, table, table)), 0o600)
+	r := driftRun(t, map[string]string{"DRIFT_PG_DSN": suite.DBs.PGDSN, "DRIFT_SURREAL_PASS": suite.DBs.SurrealPass}, "drift", "--config", mapping, "-o", "json")
 	if r.code != txctl.DriftFound {
 		t.Fatalf("exit %d, want 1", r.code)
 	}

@@ -36,12 +36,6 @@ import (
 
 var (
 	txcoordBin string // built once in TestMain
-	pgDSN      string
-	surURL     string
-	surUser    string
-	surPass    string
-	surNS      string
-	surDB      string
 )
 
 var suite *testkit.Suite
@@ -50,8 +44,7 @@ func TestMain(m *testing.M) {
 	var err error
 	suite, err = testkit.Setup("test/txctl")
 	if err == nil {
-		txcoordBin, pgDSN, surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
-		surUser, surPass, surNS, surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
+		txcoordBin = suite.Binary
 	}
 	os.Exit(testkit.Main(m, suite, err))
 }
@@ -105,11 +98,11 @@ func newNode(t *testing.T, o nodeOpts) *node {
 		o.clusterID = uniqueClusterID()
 	}
 	dir := t.TempDir()
-	pgU, err := url.Parse(pgDSN)
+	pgU, err := url.Parse(suite.DBs.PGDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	surU, err := url.Parse(surURL)
+	surU, err := url.Parse(suite.DBs.SurrealURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +137,7 @@ participants:
     database: %s
     username: %s
     password_env: TXCTL_TEST_SURREAL_PASS
-%s`, insecureUnlessTLS(o.extraYAML), n.id, n.clusterID, n.addr, n.dataDir, n.raftAddr, !o.noBootstrap, election, pgU.String(), surU.String(), surNS, surDB, surUser, o.extraYAML)
+%s`, insecureUnlessTLS(o.extraYAML), n.id, n.clusterID, n.addr, n.dataDir, n.raftAddr, !o.noBootstrap, election, pgU.String(), surU.String(), suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser, o.extraYAML)
 	if err := os.WriteFile(n.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +165,7 @@ func (n *node) start(o startOpts) {
 		args = append(args, "--failpoint", o.failpoint+"=kill")
 	}
 	logPath := filepath.Join(n.dir, fmt.Sprintf("txcoord-%d.log", time.Now().UnixNano()))
-	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"TXCTL_TEST_SURREAL_PASS=" + surPass}, logPath)
+	n.proc = testkit.Start(n.t, n.id, txcoordBin, args, []string{"TXCTL_TEST_SURREAL_PASS=" + suite.DBs.SurrealPass}, logPath)
 	proc := n.proc
 
 	var watch sync.WaitGroup
