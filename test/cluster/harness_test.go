@@ -181,7 +181,7 @@ func (c *cluster) writeConfig(p *proc, join []string) {
 	fmt.Fprintf(&b, `participants:
   - {name: pg, kind: postgres, dsn: %q}
   - {name: surreal, kind: surrealdb, url: %q, namespace: %s, database: %s, username: %s, password_env: CLUSTER_SURREAL_PASS}
-`, env.pgDSN, env.surURL, env.surNS, env.surDB, env.surUser)
+`, suite.DBs.PGDSN, suite.DBs.SurrealURL, suite.DBs.SurrealNS, suite.DBs.SurrealDB, suite.DBs.SurrealUser)
 	if err := os.WriteFile(p.cfgPath, []byte(b.String()), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func (p *proc) launch(failpoints ...string) {
 	defer p.mu.Unlock()
 	p.logPath = filepath.Join(p.dir, fmt.Sprintf("txcoord-%s-%d.log", p.id, len(p.logs)+1))
 	p.logs = append(p.logs, p.logPath)
-	p.cur = testkit.Start(t, p.id, env.binary, args, []string{"CLUSTER_SURREAL_PASS=" + env.surPass}, p.logPath)
+	p.cur = testkit.Start(t, p.id, suite.Binary, args, []string{"CLUSTER_SURREAL_PASS=" + suite.DBs.SurrealPass}, p.logPath)
 	p.paused = false
 }
 

@@ -34,28 +34,12 @@ import (
 	"github.com/txcoord/txcoord/internal/testkit"
 )
 
-// env is read once in TestMain; binary is empty when the databases are not
-// configured (every test then skips).
-var env struct {
-	binary  string
-	pgDSN   string
-	surURL  string
-	surUser string
-	surPass string
-	surNS   string
-	surDB   string
-}
-
 // suite is the databases' settings and the txcoord build (testkit).
 var suite *testkit.Suite
 
 func TestMain(m *testing.M) {
 	var err error
 	suite, err = testkit.Setup("cluster")
-	if err == nil {
-		env.binary, env.pgDSN, env.surURL = suite.Binary, suite.DBs.PGDSN, suite.DBs.SurrealURL
-		env.surUser, env.surPass, env.surNS, env.surDB = suite.DBs.SurrealUser, suite.DBs.SurrealPass, suite.DBs.SurrealNS, suite.DBs.SurrealDB
-	}
 	code := testkit.Main(m, suite, err)
 	if !noLeakedGoroutines() && code == 0 {
 		code = 1
@@ -92,7 +76,7 @@ func noLeakedGoroutines() bool {
 // needDBs skips a test when the databases are not configured.
 func needDBs(t *testing.T) {
 	t.Helper()
-	if env.binary == "" {
+	if suite.Binary == "" {
 		t.Skip("databases not configured (TXCOORD_PG_DSN_A / TXCOORD_SURREAL_URL): run via `make test`")
 	}
 }
