@@ -366,8 +366,14 @@ func (c *Coordinator) commitOnePhase(ctx context.Context, t *txn, br *branch) er
 // unknown (invariant 3).
 func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
 	req := decideReq{rec: rec, slot: make(chan flightSlot, 1)}
+	// Queueing is bounded like raft's own enqueue (ApplyTimeout): a decision
+	// that never got into a flight was never appended, so not decided.
+	enqueue := time.NewTimer(c.cfg.ApplyTimeout)
+	defer enqueue.Stop()
 	select {
 	case c.decideQ <- req:
+	case <-enqueue.C:
+		return nil, fmt.Errorf("%w: %v (the decision queue stayed full)", ErrUnavailable, raft.ErrEnqueueTimeout)
 	case <-c.stop:
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, raft.ErrRaftShutdown)
 	}
