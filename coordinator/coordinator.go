@@ -128,6 +128,7 @@ type branch struct {
 	gid     string
 	state   BranchState
 	vote    participants.Vote
+	receipt string // given with a YES vote (participants.Receipter)
 	err     error
 	retries int // failed phase-two attempts
 }

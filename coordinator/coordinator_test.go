@@ -35,6 +35,10 @@ type fakeParticipant struct {
 	voteNo    bool
 	commitErr int // fail this many CommitPrepared calls with ErrUnavailable
 	onePhase  error
+	// receipts: branches give "xid-<gid>" as their receipt with a YES vote;
+	// gotReceipt records the receipt each commit came with.
+	receipts   bool
+	gotReceipt map[string]string
 }
 
 func newFake(name string) *fakeParticipant {
@@ -53,6 +57,16 @@ func (f *fakeParticipant) log(s string) {
 	f.mu.Lock()
 	f.calls = append(f.calls, s)
 	f.mu.Unlock()
+}
+
+func (f *fakeParticipant) CommitPreparedReceipt(ctx context.Context, gid, receipt string) error {
+	f.mu.Lock()
+	if f.gotReceipt == nil {
+		f.gotReceipt = map[string]string{}
+	}
+	f.gotReceipt[gid] = receipt
+	f.mu.Unlock()
+	return f.CommitPrepared(ctx, gid)
 }
 
 func (f *fakeParticipant) CommitPrepared(_ context.Context, gid string) error {
@@ -128,6 +142,15 @@ func (b *fakeBranch) Prepare(context.Context) (participants.Vote, error) {
 	}
 	b.f.prepared[b.gid] = true
 	return participants.VoteYes, nil
+}
+
+func (b *fakeBranch) Receipt() string {
+	b.f.mu.Lock()
+	defer b.f.mu.Unlock()
+	if !b.f.receipts || !b.f.prepared[b.gid] {
+		return ""
+	}
+	return "xid-" + b.gid
 }
 func (b *fakeBranch) CommitOnePhase(context.Context) error {
 	b.f.log("onephase " + b.gid)
@@ -612,5 +635,42 @@ func TestOnePhaseOutcomeFromParticipant(t *testing.T) {
 	info, err = h.c.GetTransaction(ctx, aborted)
 	if err != nil || info.Outcome != OutcomeAborted || !info.Presumed {
 		t.Fatalf("unknown txid: %+v (%v)", info, err)
+	}
+}
+
+// Receipts: each branch's receipt from its YES vote is logged with the
+// decision and handed back at COMMIT PREPARED — by the transaction's own
+// phase two, and by recovery from the log after a failover.
+func TestReceiptsLoggedAndHandedBack(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	a, b := h.parts[0], h.parts[1]
+	a.receipts = true // b gives none
+	txid := h.begin(t, write("a"), write("b"))
+	if err := h.c.Commit(context.Background(), txid); err != nil {
+		t.Fatal(err)
+	}
+	gidA, gidB := h.c.GID(txid, "a"), h.c.GID(txid, "b")
+	rec, _ := h.store.Get(txid)
+	if rec == nil || len(rec.Receipts) != 1 || rec.Receipts["a"] != "xid-"+gidA {
+		t.Fatalf("decision receipts = %+v; want only a's", rec)
+	}
+	if a.gotReceipt[gidA] != "xid-"+gidA || b.gotReceipt[gidB] != "" {
+		t.Fatalf("receipts handed back: a %q, b %q", a.gotReceipt[gidA], b.gotReceipt[gidB])
+	}
+
+	// Recovery: a logged decision whose branches are still prepared.
+	recovered := h.c.newTxID()
+	gidA = h.c.GID(recovered, "a")
+	a.prepared[gidA], b.prepared[h.c.GID(recovered, "b")] = true, true
+	f := h.r.Apply(wal.Command{Type: wal.CmdDecide, Decision: &wal.Record{TxID: recovered, Outcome: wal.OutcomeCommit,
+		Participants: []string{"a", "b"}, Receipts: map[string]string{"a": "xid-logged"}}}.Encode(), time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := h.c.Recover(context.Background()); err != nil || rep.Committed != 2 {
+		t.Fatalf("Recover = %+v, %v", rep, err)
+	}
+	if got := a.gotReceipt[gidA]; got != "xid-logged" {
+		t.Fatalf("recovery handed back receipt %q; want the logged one", got)
 	}
 }

@@ -150,6 +150,7 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 	}
 	// The participants that hold a prepared branch of txid now.
 	var parts []string
+	var receipts map[string]string
 	for name, p := range c.parts {
 		lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 		bs, err := p.InDoubt(lctx, c.GID(txid, name))
@@ -160,6 +161,12 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 		for _, b := range bs {
 			if b.GID == c.GID(txid, name) {
 				parts = append(parts, name)
+				if b.Receipt != "" {
+					if receipts == nil {
+						receipts = map[string]string{}
+					}
+					receipts[name] = b.Receipt
+				}
 			}
 		}
 	}
@@ -191,7 +198,7 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 	}
 	now := c.now().UnixMilli()
 	cmd := wal.Command{Type: wal.CmdResolve, Force: force,
-		Decision: &wal.Record{TxID: txid, Outcome: outcome, Participants: parts, Reason: reason, CreatedMs: txidTime(txid).UnixMilli(), DecidedMs: now},
+		Decision: &wal.Record{TxID: txid, Outcome: outcome, Participants: parts, Receipts: receipts, Reason: reason, CreatedMs: txidTime(txid).UnixMilli(), DecidedMs: now},
 		Audit:    &wal.AuditEntry{AtMs: now, Actor: actor, Action: "RESOLVE", TxID: txid, Detail: detail, Reason: reason}}
 	f := c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)
 	if err := c.wait(f); err != nil {

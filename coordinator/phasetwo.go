@@ -234,6 +234,7 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 		switch {
 		case err == nil && vote == participants.VoteYes:
 			br.state = BranchPrepared
+			br.receipt = participants.BranchReceipt(br.b)
 		case err == nil && vote == participants.VoteReadOnly:
 			br.state = BranchReadOnly
 		default:
@@ -255,12 +256,19 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 	wg.Wait()
 
 	var yes []string
+	var receipts map[string]string
 	for _, br := range brs {
 		if br.state == BranchFailed {
 			return c.abortLocked(t, br.p.Name(), fmt.Errorf("prepare: %w", br.err))
 		}
 		if br.state == BranchPrepared {
 			yes = append(yes, br.p.Name())
+			if br.receipt != "" {
+				if receipts == nil {
+					receipts = make(map[string]string, len(brs))
+				}
+				receipts[br.p.Name()] = br.receipt
+			}
 		}
 	}
 	for _, br := range brs {
@@ -275,7 +283,7 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 	c.failpoint(FailBeforeDecision)
 
 	// The decision: durable on a Raft quorum before any COMMIT is sent.
-	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Labels: t.opts.Labels,
+	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Receipts: receipts, Labels: t.opts.Labels,
 		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli(), IdempotencyKey: t.opts.IdempotencyKey}
 	applied, err := c.applyDecision(rec)
 	if err != nil {
@@ -428,7 +436,7 @@ func (c *Coordinator) commitBranches(t *txn, brs []*branch, term uint64, adm *ad
 		}
 	}
 	commitOne := func(br *branch) {
-		err := c.retryPhaseTwo(br.p, br.gid, term, true, c.retryNoter(t, br))
+		err := c.retryPhaseTwo(br.p, br.gid, br.receipt, term, true, c.retryNoter(t, br))
 		t.mu.Lock()
 		if err == nil {
 			br.state = BranchCommitted
@@ -488,7 +496,7 @@ func (c *Coordinator) rollbackBranches(t *txn) {
 			mayBePrepared := br.state == BranchPrepared ||
 				(br.state == BranchFailed && errors.Is(br.err, participants.ErrAmbiguous))
 			if mayBePrepared {
-				if err := c.retryPhaseTwo(br.p, br.gid, 0, false, c.retryNoter(t, br)); err != nil {
+				if err := c.retryPhaseTwo(br.p, br.gid, "", 0, false, c.retryNoter(t, br)); err != nil {
 					c.log.Warn("rollback left to recovery", "gid", br.gid, "err", err)
 					return
 				}
@@ -507,11 +515,11 @@ func (c *Coordinator) rollbackBranches(t *txn) {
 // errNotLeading stops phase-two retries on a deposed leader.
 var errNotLeading = errors.New("no longer the leader; the next leader recovers this branch")
 
-// retryPhaseTwo sends COMMIT PREPARED (commit=true) or ROLLBACK PREPARED for
-// gid until the participant acknowledges, backing off exponentially between
+// retryPhaseTwo sends COMMIT PREPARED (commit=true, with the branch's
+// receipt) or ROLLBACK PREPARED for gid until the participant acknowledges, backing off exponentially between
 // RetryMin and RetryMax. It runs on a context the client cannot cancel and
 // gives up only when this node stops leading or the coordinator stops.
-func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term uint64, commit bool, onRetry func(error)) error {
+func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid, receipt string, term uint64, commit bool, onRetry func(error)) error {
 	backoff := c.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		if commit && !c.stillLeading(term) {
@@ -520,7 +528,7 @@ func (c *Coordinator) retryPhaseTwo(p participants.Participant, gid string, term
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
 		var err error
 		if commit {
-			err = p.CommitPrepared(ctx, gid)
+			err = participants.CommitPreparedReceipt(ctx, p, gid, receipt)
 		} else {
 			err = p.RollbackPrepared(ctx, gid)
 		}

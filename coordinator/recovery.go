@@ -258,6 +258,9 @@ type RecoveryAction struct {
 	Reason      string
 	PreparedAt  time.Time
 	Locks       []string
+	// Receipt: the branch's receipt, from the decision record or the
+	// participant's listing, handed back at COMMIT PREPARED.
+	Receipt string
 	// NotPrepared: a branch of an undone decision that its participant no
 	// longer holds prepared.
 	NotPrepared bool
@@ -292,7 +295,7 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 		plan.Undone = append(plan.Undone, rec)
 		for _, pname := range rec.Participants {
 			a := RecoveryAction{Participant: pname, GID: c.GID(rec.TxID, pname), TxID: rec.TxID, Ours: true,
-				Decision: rec.Outcome.String(), Heuristic: rec.Heuristic}
+				Decision: rec.Outcome.String(), Heuristic: rec.Heuristic, Receipt: rec.Receipts[pname]}
 			a.Action, a.Reason = decisionAction(rec)
 			seen[a.GID] = len(plan.Actions)
 			plan.Actions = append(plan.Actions, a)
@@ -331,9 +334,12 @@ func (c *Coordinator) Plan(ctx context.Context, foreign bool) (RecoveryPlan, err
 			if i, ok := seen[b.GID]; ok {
 				// A branch of an undone decision, still prepared: show its age and locks.
 				plan.Actions[i].PreparedAt, plan.Actions[i].Locks = b.PreparedAt, b.Locks
+				if plan.Actions[i].Receipt == "" {
+					plan.Actions[i].Receipt = b.Receipt
+				}
 				continue
 			}
-			a := RecoveryAction{Participant: l.name, GID: b.GID, PreparedAt: b.PreparedAt, Locks: b.Locks, Decision: "NONE"}
+			a := RecoveryAction{Participant: l.name, GID: b.GID, PreparedAt: b.PreparedAt, Locks: b.Locks, Decision: "NONE", Receipt: b.Receipt}
 			txid, _, ok := c.ParseGID(b.GID)
 			switch {
 			case !ok:
@@ -443,7 +449,7 @@ func (c *Coordinator) RecoveryPass(ctx context.Context, dryRun bool) (RecoveryPl
 				default:
 					cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 					if a.Action == ActCommit {
-						err = p.CommitPrepared(cctx, a.GID)
+						err = participants.CommitPreparedReceipt(cctx, p, a.GID, a.Receipt)
 					} else {
 						err = p.RollbackPrepared(cctx, a.GID)
 					}

@@ -41,8 +41,14 @@ func (o *observed) Begin(ctx context.Context, gid string, opts participants.Bran
 // Phase-two calls that fail are retried by the coordinator (all but
 // ErrNotPrepared, which it reports instead), so each failure is a retry.
 func (o *observed) CommitPrepared(ctx context.Context, gid string) error {
+	return o.CommitPreparedReceipt(ctx, gid, "")
+}
+
+// CommitPreparedReceipt is CommitPrepared with the branch's receipt
+// (participants.ReceiptCommitter), observed as a commit.
+func (o *observed) CommitPreparedReceipt(ctx context.Context, gid, receipt string) error {
 	start := time.Now()
-	err := o.Participant.CommitPrepared(ctx, gid)
+	err := participants.CommitPreparedReceipt(ctx, o.Participant, gid, receipt)
 	o.m.observe("commit", o.Name(), start, err)
 	if err != nil && !errors.Is(err, participants.ErrNotPrepared) {
 		o.m.PhaseTwoRetry(o.Name())
@@ -86,6 +92,9 @@ func (b *observedBranch) Prepare(ctx context.Context) (participants.Vote, error)
 	b.m.observe("prepare", b.name, start, err)
 	return v, err
 }
+
+// Receipt forwards participants.Receipter.
+func (b *observedBranch) Receipt() string { return participants.BranchReceipt(b.Branch) }
 
 func (b *observedBranch) CommitOnePhase(ctx context.Context) error {
 	start := time.Now()

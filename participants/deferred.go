@@ -153,6 +153,16 @@ func (d *Deferred) CommitPrepared(ctx context.Context, gid string) error {
 	return p.CommitPrepared(ctx, gid)
 }
 
+// CommitPreparedReceipt commits with the branch's receipt on the
+// participant once it is open.
+func (d *Deferred) CommitPreparedReceipt(ctx context.Context, gid, receipt string) error {
+	p, err := d.current()
+	if err != nil {
+		return err
+	}
+	return CommitPreparedReceipt(ctx, p, gid, receipt)
+}
+
 // RollbackPrepared rolls back on the participant once it is open.
 func (d *Deferred) RollbackPrepared(ctx context.Context, gid string) error {
 	p, err := d.current()

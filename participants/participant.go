@@ -95,13 +95,19 @@ type Participant interface {
 	// (a connection, staged writes) until Prepare, CommitOnePhase or Rollback.
 	Begin(ctx context.Context, gid string, opts BranchOptions) (Branch, error)
 	// CommitPrepared commits a prepared branch. Idempotent: an already
-	// committed GID returns nil. A GID that was never prepared (or was
-	// rolled back) returns ErrNotPrepared: the caller must not lose that fact.
+	// committed GID returns nil (a participant whose branches give receipts
+	// may need the receipt to tell: see ReceiptCommitter). A GID that was
+	// never prepared (or was rolled back) returns ErrNotPrepared: the caller
+	// must not lose that fact.
 	// Availability failures return errors wrapping ErrUnavailable and must be retried.
 	CommitPrepared(ctx context.Context, gid string) error
 	// RollbackPrepared rolls back a prepared branch. Idempotent: an unknown
 	// or already rolled back GID returns nil. Also leaves a mark so that a
-	// late Prepare of the same GID votes NO where the database needs one.
+	// late Prepare of the same GID votes NO where the database needs one —
+	// except for participants whose branches give receipts: there a Prepare
+	// still in flight (on a lost connection) may leave the branch prepared,
+	// with no commit decision, until the coordinator's in-doubt scan rolls
+	// it back (presumed abort).
 	RollbackPrepared(ctx context.Context, gid string) error
 	// InDoubt lists prepared branches whose GID starts with prefix. Only
 	// branches of this participant's database are listed.
@@ -154,6 +160,47 @@ type InDoubtBranch struct {
 	PreparedAt time.Time // zero if the participant cannot tell
 	// Locks held, where the participant can tell (record ids for SurrealDB).
 	Locks []string
+	// Receipt is the branch's receipt (see Receipter), where the listing
+	// tells it; "" otherwise.
+	Receipt string
+}
+
+// Receipter is an optional Branch capability, found by type assertion:
+// after Prepare voted YES, Receipt returns what the participant needs later
+// to tell by itself whether the prepared branch committed, once it is no
+// longer prepared (PostgreSQL: the transaction's xid, checked with
+// pg_xact_status) — "" when it has none. The coordinator logs the receipt
+// with the commit decision, so any later leader can hand it back through
+// ReceiptCommitter; the participant then needs no commit record of its own
+// in the branch's transaction. Layers that wrap a Branch forward it.
+type Receipter interface {
+	Receipt() string
+}
+
+// ReceiptCommitter is an optional Participant capability: CommitPrepared
+// with the receipt the branch gave at Prepare (or the InDoubt listing).
+// Same contract as CommitPrepared; an empty receipt means none is known.
+// Layers that wrap a Participant forward it.
+type ReceiptCommitter interface {
+	CommitPreparedReceipt(ctx context.Context, gid, receipt string) error
+}
+
+// BranchReceipt is b's receipt, "" when b gives none.
+func BranchReceipt(b Branch) string {
+	if r, ok := b.(Receipter); ok {
+		return r.Receipt()
+	}
+	return ""
+}
+
+// CommitPreparedReceipt commits a prepared branch through p, handing the
+// receipt to participants that take one (ReceiptCommitter) and calling
+// CommitPrepared on the others.
+func CommitPreparedReceipt(ctx context.Context, p Participant, gid, receipt string) error {
+	if rc, ok := p.(ReceiptCommitter); ok {
+		return rc.CommitPreparedReceipt(ctx, gid, receipt)
+	}
+	return p.CommitPrepared(ctx, gid)
 }
 
 // CommitRecorder is an optional capability, found by type assertion (see
@@ -162,6 +209,12 @@ type InDoubtBranch struct {
 // say whether a GID committed. The coordinator logs no decision for a
 // one-phase transaction, so this is how GetTransaction answers for one
 // after the node that ran it is gone.
+//
+// A participant whose two-phase branches give receipts (Receipter) records
+// one-phase commits only: a two-phase commit's record is the coordinator's
+// decision (which holds the receipt), consulted before Committed. For a
+// two-phase GID it answers as for one that never committed, and its fence
+// stops one-phase commits only (see RollbackPrepared).
 //
 // Committed is a fence, not a read: after Committed returns false, the GID
 // can no longer commit at this participant.

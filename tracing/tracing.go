@@ -129,8 +129,14 @@ func (o *traced) Begin(ctx context.Context, gid string, opts participants.Branch
 }
 
 func (o *traced) CommitPrepared(ctx context.Context, gid string) error {
+	return o.CommitPreparedReceipt(ctx, gid, "")
+}
+
+// CommitPreparedReceipt forwards participants.ReceiptCommitter, traced as
+// a commit.
+func (o *traced) CommitPreparedReceipt(ctx context.Context, gid, receipt string) error {
 	ctx, s := o.t.span(ctx, "commit", o.Name(), gid)
-	err := o.Participant.CommitPrepared(ctx, gid)
+	err := participants.CommitPreparedReceipt(ctx, o.Participant, gid, receipt)
 	end(s, err)
 	return err
 }
@@ -163,6 +169,9 @@ func (b *tracedBranch) Prepare(ctx context.Context) (participants.Vote, error) {
 	end(s, err)
 	return v, err
 }
+
+// Receipt forwards participants.Receipter.
+func (b *tracedBranch) Receipt() string { return participants.BranchReceipt(b.Branch) }
 
 func (b *tracedBranch) CommitOnePhase(ctx context.Context) error {
 	ctx, s := b.t.span(ctx, "commit_one_phase", b.name, b.GID())

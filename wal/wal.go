@@ -119,10 +119,15 @@ type Record struct {
 	Outcome Outcome `json:"o"`
 	// Participants that voted YES and must be told the outcome (their GIDs
 	// are derived from the txid and the participant name).
-	Participants []string          `json:"p,omitempty"`
-	Labels       map[string]string `json:"l,omitempty"`
-	CreatedMs    int64             `json:"c,omitempty"`
-	DecidedMs    int64             `json:"dm,omitempty"`
+	Participants []string `json:"p,omitempty"`
+	// Receipts: participant name → the receipt its branch gave with its YES
+	// vote (participants.Receipter), handed back at COMMIT PREPARED so that
+	// any leader can tell a branch that already committed from one that is
+	// gone. Absent for participants that give none.
+	Receipts  map[string]string `json:"rc,omitempty"`
+	Labels    map[string]string `json:"l,omitempty"`
+	CreatedMs int64             `json:"c,omitempty"`
+	DecidedMs int64             `json:"dm,omitempty"`
 	// Set by Apply: the Raft term and index the decision was applied at, so
 	// a driver can fence phase two by term.
 	Term  uint64 `json:"term,omitempty"`
@@ -405,6 +410,14 @@ func applyResolve(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyRes
 		for _, p := range d.Participants { // branches found since
 			if !slices.Contains(rec.Participants, p) {
 				rec.Participants = append(rec.Participants, p)
+			}
+		}
+		for p, r := range d.Receipts {
+			if _, ok := rec.Receipts[p]; !ok {
+				if rec.Receipts == nil {
+					rec.Receipts = map[string]string{}
+				}
+				rec.Receipts[p] = r
 			}
 		}
 	}

@@ -320,3 +320,20 @@ func TestClusterStamp(t *testing.T) {
 		t.Fatalf("an unstamped snapshot is stamped by PrepareRestore: got %q", id)
 	}
 }
+
+// Receipts are stored with the decision; a forced resolution keeps the
+// logged ones and adds those of branches found since, without replacing any.
+func TestReceiptsKeptAndMerged(t *testing.T) {
+	s := open(t)
+	s.ApplyBatch([]Entry{{Index: 1, Term: 1, Data: Command{Type: CmdDecide, Decision: &Record{TxID: "tx1", Outcome: OutcomeCommit,
+		Participants: []string{"a"}, Receipts: map[string]string{"a": "101"}}}.Encode()}})
+	if r, _ := s.Get("tx1"); r == nil || r.Receipts["a"] != "101" {
+		t.Fatalf("receipt not stored: %+v", r)
+	}
+	res := s.ApplyBatch([]Entry{{Index: 2, Term: 1, Data: Command{Type: CmdResolve, Force: true,
+		Decision: &Record{TxID: "tx1", Outcome: OutcomeCommit, Participants: []string{"a", "b"}, Receipts: map[string]string{"a": "999", "b": "202"}},
+		Audit:    &AuditEntry{AtMs: 2, Actor: "ops", Action: "RESOLVE", TxID: "tx1"}}.Encode()}})[0]
+	if res.Err != nil || res.Record.Receipts["a"] != "101" || res.Record.Receipts["b"] != "202" {
+		t.Fatalf("resolve receipts = %+v, %v; want a's logged receipt kept and b's added", res.Record, res.Err)
+	}
+}

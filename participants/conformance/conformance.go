@@ -18,6 +18,11 @@
 // rollbacks; no answer while a branch is prepared; Committed as a fence:
 // after it answered false, a one-phase commit of the GID fails definitely
 // and a prepare votes NO); for adapters without it those cases are skipped.
+// Adapters whose branches give receipts (participants.Receipter) get the
+// receipt back at every commit through a reopened participant, as the
+// coordinator does from its decision log; for them a rolled-back GID's late
+// prepare may succeed (it must be cleanly rolled back), and CommitRecorder
+// covers one-phase commits only (see participants.CommitRecorder).
 //
 // Every run uses a random GID prefix and random keys, so runs against the
 // same database never collide, and it rolls back whatever its own GIDs left
@@ -201,12 +206,20 @@ func (s *suite) wantNotInDoubt(t testing.TB, p participants.Participant, gid str
 	}
 }
 
-// writePrepared opens a branch that writes key=value and votes YES.
-func (s *suite) writePrepared(t testing.TB, p participants.Participant, gid, key, value string) {
+// writePrepared opens a branch that writes key=value and votes YES, and
+// returns its receipt ("" when the adapter gives none).
+func (s *suite) writePrepared(t testing.TB, p participants.Participant, gid, key, value string) string {
 	t.Helper()
 	b := s.begin(t, p, gid)
 	mustExec(t, b, s.h.Write(key, value))
 	mustVote(t, b, participants.VoteYes)
+	return participants.BranchReceipt(b)
+}
+
+// commitReceipt commits gid through p with its receipt, as a coordinator
+// does from its decision log.
+func commitReceipt(t testing.TB, p participants.Participant, gid, receipt string) error {
+	return participants.CommitPreparedReceipt(ctx(t), p, gid, receipt)
 }
 
 // commitOnePhase commits key=value directly (used to seed data).
@@ -264,7 +277,7 @@ func (s *suite) rollbackUnprepared(t *testing.T) {
 
 func (s *suite) commitIdempotent(t *testing.T) {
 	k, gid := s.key("ci"), s.gid("ci")
-	s.writePrepared(t, s.p, gid, k, "v1")
+	receipt := s.writePrepared(t, s.p, gid, k, "v1")
 	for i := 0; i < 3; i++ {
 		if err := s.p.CommitPrepared(ctx(t), gid); err != nil {
 			t.Fatalf("CommitPrepared(%s) #%d: %v", gid, i+1, err)
@@ -273,11 +286,12 @@ func (s *suite) commitIdempotent(t *testing.T) {
 	s.wantCommitted(t, k, "v1")
 
 	// A coordinator that fails over retries with a fresh adapter instance
-	// that never saw the branch: still a no-op success.
+	// that never saw the branch, and the receipt from its log: still a
+	// no-op success.
 	p2 := s.h.Open(t)
 	defer closeWithin(t, p2)
-	if err := p2.CommitPrepared(ctx(t), gid); err != nil {
-		t.Fatalf("CommitPrepared(%s) after reopen: %v", gid, err)
+	if err := commitReceipt(t, p2, gid, receipt); err != nil {
+		t.Fatalf("CommitPrepared(%s, receipt %q) after reopen: %v", gid, receipt, err)
 	}
 	s.wantCommitted(t, k, "v1")
 }
@@ -305,19 +319,28 @@ func (s *suite) commitUnprepared(t *testing.T) {
 		t.Fatalf("CommitPrepared(never prepared %s) = %v, want ErrNotPrepared", unknown, err)
 	}
 	k, gid := s.key("cu"), s.gid("cu")
-	s.writePrepared(t, s.p, gid, k, "v1")
+	receipt := s.writePrepared(t, s.p, gid, k, "v1")
 	if err := s.p.RollbackPrepared(ctx(t), gid); err != nil {
 		t.Fatalf("RollbackPrepared(%s): %v", gid, err)
 	}
 	if err := s.p.CommitPrepared(ctx(t), gid); !errors.Is(err, participants.ErrNotPrepared) {
 		t.Fatalf("CommitPrepared(rolled back %s) = %v, want ErrNotPrepared", gid, err)
 	}
+	// The receipt does not turn a rollback into a commit, in this process
+	// or another.
+	p2 := s.h.Open(t)
+	defer closeWithin(t, p2)
+	if err := commitReceipt(t, p2, gid, receipt); !errors.Is(err, participants.ErrNotPrepared) {
+		t.Fatalf("CommitPrepared(rolled back %s, receipt %q) after reopen = %v, want ErrNotPrepared", gid, receipt, err)
+	}
 	s.wantAbsent(t, k)
 }
 
 // latePrepare: a GID rolled back by RollbackPrepared before its branch
 // prepared (the coordinator gave up on an ambiguous or slow prepare) must
-// not end up prepared.
+// not end up prepared — or, for an adapter whose branches give receipts,
+// may end up prepared (with no commit decision, the coordinator's in-doubt
+// scan rolls it back) and then rolls back cleanly.
 func (s *suite) latePrepare(t *testing.T) {
 	k, gid := s.key("lp"), s.gid("lp")
 	b := s.begin(t, s.p, gid)
@@ -327,8 +350,16 @@ func (s *suite) latePrepare(t *testing.T) {
 	}
 	v, err := b.Prepare(ctx(t))
 	if v == participants.VoteYes {
-		_ = s.p.RollbackPrepared(ctx(t), gid)
-		t.Fatalf("Prepare after RollbackPrepared of the same GID voted YES")
+		receipt := participants.BranchReceipt(b)
+		if rerr := s.p.RollbackPrepared(ctx(t), gid); rerr != nil {
+			t.Fatalf("RollbackPrepared(%s) of the late prepared branch: %v", gid, rerr)
+		}
+		if receipt == "" {
+			t.Fatalf("Prepare after RollbackPrepared of the same GID voted YES")
+		}
+		s.wantAbsent(t, k)
+		s.wantNotInDoubt(t, s.p, gid)
+		return
 	}
 	if v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
 		t.Fatalf("Prepare after RollbackPrepared = %v, %v; want NO wrapping ErrVoteNo", v, err)
@@ -706,7 +737,12 @@ func (s *suite) notCommittedRolledBack(t *testing.T) {
 func (s *suite) committedTwoPhase(t *testing.T) {
 	recorder(t, s.p)
 	k, gid := s.key("rec2pc"), s.gid("rec2pc")
-	s.writePrepared(t, s.p, gid, k, "v1")
+	if receipt := s.writePrepared(t, s.p, gid, k, "v1"); receipt != "" {
+		if err := commitReceipt(t, s.p, gid, receipt); err != nil {
+			t.Fatalf("CommitPrepared(%s): %v", gid, err)
+		}
+		t.Skip("two-phase branches give receipts: their commit record is the coordinator's decision log, not Committed")
+	}
 	// Prepared, not decided: Committed has no final answer yet. false would
 	// fence a branch that may still commit; true would be a guess.
 	if got, err := recorder(t, s.p).Committed(ctx(t), gid); err == nil {
@@ -792,8 +828,19 @@ func (s *suite) fencePrepare(t *testing.T) {
 	wantRecorded(t, s.p, gid, false)
 	v, err := b.Prepare(ctx(t))
 	if v == participants.VoteYes {
-		_ = s.p.RollbackPrepared(ctx(t), gid)
-		t.Fatalf("Prepare(%s) after Committed answered false voted YES", gid)
+		receipt := participants.BranchReceipt(b)
+		if rerr := s.p.RollbackPrepared(ctx(t), gid); rerr != nil {
+			t.Fatalf("RollbackPrepared(%s): %v", gid, rerr)
+		}
+		if receipt == "" {
+			t.Fatalf("Prepare(%s) after Committed answered false voted YES", gid)
+		}
+		// Receipts: Committed fences one-phase commits only; the late
+		// branch, with no commit decision, is rolled back as the
+		// coordinator's in-doubt scan would.
+		s.wantAbsent(t, k)
+		s.wantNotInDoubt(t, s.p, gid)
+		t.Skip("two-phase branches give receipts: Committed fences one-phase commits only")
 	}
 	if v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
 		t.Fatalf("Prepare(%s) after Committed answered false = %v, %v; want NO wrapping ErrVoteNo", gid, v, err)

@@ -42,9 +42,11 @@ type branch struct {
 	failure error // the Execute error that failed the branch
 	// mayWrite: a statement answered with a command tag other than
 	// SELECT (INSERT, UPDATE, DELETE, MERGE, DDL...): the branch most
-	// likely has an xid, so Prepare sends the marker and PREPARE
+	// likely has an xid, so Prepare sends the xid read and PREPARE
 	// TRANSACTION together (see preparePipelined).
 	mayWrite bool
+	// xid of the prepared transaction (its receipt), set with a YES vote.
+	xid string
 	// queue holds the statements of a one-shot run (Queue), sent with
 	// Prepare or CommitOnePhase; results holds their results once sent.
 	queue   []stmt
@@ -164,7 +166,7 @@ func (b *branch) execute(ctx context.Context, op participants.Operation) (partic
 
 // Queue checks op and keeps it, to be sent with the branch's Prepare or
 // CommitOnePhase in the same round trip: BEGIN, the queued statements, then
-// the marker insert and PREPARE TRANSACTION, or COMMIT. It is for one-shot
+// the xid read and PREPARE TRANSACTION, or the marker insert and COMMIT. It is for one-shot
 // runs, whose results are needed only after the commit; QueuedResults
 // returns them, in order, once Prepare voted YES or READ_ONLY or
 // CommitOnePhase succeeded. An op that fails the checks of Execute fails
@@ -261,7 +263,7 @@ func (b *branch) sendQueue(ctx context.Context) error {
 
 // queuedWrite reports whether a queued statement may write: any that does
 // not start with SELECT (a SELECT calling a writing function is found by
-// the marker insert, which then finds an xid).
+// the xid read, which then finds an xid).
 func queuedWrite(q []stmt) bool {
 	for _, st := range q {
 		if !startsWithSelect(st.sql) {
@@ -374,8 +376,9 @@ func readRows(rows pgx.Rows, limit int) (participants.Result, error) {
 //   - a failed branch: VoteNo with ErrVoteNo and the Execute error;
 //   - a branch that never executed anything, or whose transaction has no
 //     xid (it wrote nothing): COMMIT, then VoteReadOnly;
-//   - otherwise the GID's commit marker is inserted (when markers are on)
-//     and PREPARE TRANSACTION runs: VoteYes, or VoteNo with ErrVoteNo and
+//   - otherwise PREPARE TRANSACTION runs: VoteYes (Receipt then gives the
+//     transaction's xid, which the coordinator logs with its decision:
+//     see CommitPreparedReceipt), or VoteNo with ErrVoteNo and
 //     ErrConstraint (class 23, e.g. deferred constraints), ErrConflict
 //     (class 40, e.g. serialization failure) or ErrUnavailable (the
 //     connection was closed, or the context done, before anything was sent;
@@ -387,6 +390,13 @@ func readRows(rows pgx.Rows, limit int) (participants.Result, error) {
 //
 // In every case the branch holds no connection afterwards; a NO vote needs
 // no further cleanup on this branch, but Rollback is harmless.
+//
+// A two-phase branch writes no commit marker (that cost a third of
+// PostgreSQL's work per branch): whether it committed is told by its xid.
+// So an abort tombstone (RollbackPrepared, Committed) does not stop a
+// PREPARE still in flight on a lost connection; such a branch stays
+// prepared without a commit decision, and the coordinator's in-doubt scan
+// rolls it back (presumed abort).
 func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -411,7 +421,7 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	}
 	ctx, cancel := p.opContext(ctx, b.phaseTimeout(), b.opts.Deadline)
 	defer cancel()
-	if p.marker != "" && (b.mayWrite || queuedWrite(b.queue)) {
+	if b.mayWrite || queuedWrite(b.queue) {
 		return b.preparePipelined(ctx)
 	}
 	if len(b.queue) > 0 {
@@ -421,30 +431,13 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 		}
 	}
 
-	// Step 1: record the GID (marker) or read the xid. PREPARE has not been
-	// sent, so any failure here is a definite NO.
+	// Step 1: read the xid. PREPARE has not been sent, so any failure here
+	// is a definite NO.
 	var xid *string
-	var err error
-	if p.marker != "" {
-		var x string
-		err = b.conn.QueryRow(ctx, p.markerInsertSQL, b.gid).Scan(&x)
-		switch {
-		case err == nil:
-			xid = &x
-		case errors.Is(err, pgx.ErrNoRows), hasCode(err, codeReadOnlyTransaction):
-			err = nil // no xid: wrote nothing (a READ ONLY transaction cannot have)
-		}
-	} else {
-		err = b.conn.QueryRow(ctx, `SELECT pg_current_xact_id_if_assigned()::text`).Scan(&xid)
-	}
-	if err != nil {
+	if err := b.conn.QueryRow(ctx, xidSQL).Scan(&xid); err != nil {
 		b.state = stateDone
 		b.rollbackAndRelease()
-		if hasCode(err, codeUniqueViolation) {
-			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (an abort tombstone of RollbackPrepared or Committed, or reuse): %w: %w",
-				participants.ErrVoteNo, err)
-		}
-		return participants.VoteNo, b.voteNo("record marker", err)
+		return participants.VoteNo, b.voteNo("read the xid", err)
 	}
 	if xid == nil {
 		_, err := b.conn.Exec(ctx, "COMMIT")
@@ -472,13 +465,7 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	b.release()
 	switch {
 	case err == nil && tag.String() == "PREPARE TRANSACTION":
-		b.state = statePrepared
-		if p.marker == "" {
-			if x, perr := strconv.ParseUint(*xid, 10, 64); perr == nil {
-				p.xids.put(b.gid, x)
-			}
-		}
-		p.log.Debug("prepared branch", slog.String("gid", b.gid), slog.String("xid", *xid))
+		b.prepared(*xid)
 		return participants.VoteYes, nil
 	case err == nil:
 		// PREPARE of an aborted transaction answers ROLLBACK.
@@ -491,24 +478,23 @@ func (b *branch) Prepare(ctx context.Context) (participants.Vote, error) {
 	return participants.VoteNo, b.ambiguous(pid, err)
 }
 
-// preparePipelined is Prepare for a branch that most likely wrote: the
-// marker insert and PREPARE TRANSACTION go in one round trip (one pipeline
-// of unnamed extended-protocol statements and one Sync, in exec mode, so no
-// statement is cached). The server skips everything after a failing
-// statement up to the Sync, so:
-//   - the marker insert failed with a server error: PREPARE did not run,
-//     a definite NO (a unique violation means the GID has an abort
-//     tombstone, or was reused);
+// preparePipelined is Prepare for a branch that most likely wrote: BEGIN
+// and the queued statements (if any), the xid read and PREPARE TRANSACTION
+// go in one round trip (one pipeline of unnamed extended-protocol
+// statements and one Sync, in exec mode, so no statement is cached). The
+// server skips everything after a failing statement up to the Sync, so:
+//   - a queued statement or the xid read failed with a server error:
+//     PREPARE did not run, a definite NO;
 //   - PREPARE failed with a server error: a definite NO;
 //   - any other failure once the pipeline may have been sent (a lost
 //     connection, an answer that never came, whatever pgconn.SafeToRetry
 //     says): the branch may be prepared, NO with ErrAmbiguous, as in Prepare;
-//   - the insert found no xid (the statements wrote nothing, e.g. an
+//   - the read found no xid (the statements wrote nothing, e.g. an
 //     UPDATE that matched no row), yet PREPARE prepared the transaction: it
-//     is rolled back at once by GID and the vote is READ_ONLY. A prepared
-//     branch without a marker must never vote YES: a retried COMMIT PREPARED
-//     could not tell it committed. If that rollback fails, the vote is NO
-//     with ErrAmbiguous, so the caller rolls it back by GID.
+//     is rolled back at once by GID and the vote is READ_ONLY (a branch
+//     without an xid has no receipt, and nothing to commit). If that
+//     rollback fails, the vote is NO with ErrAmbiguous, so the caller rolls
+//     it back by GID.
 //
 // The caller holds b.mu and has checked the branch's state and deadline.
 func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error) {
@@ -524,7 +510,7 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 	}
 	batch := &pgx.Batch{}
 	begin := b.queueStatements(batch)
-	batch.Queue(p.markerInsertSQL, b.gid)
+	batch.Queue(xidSQL)
 	batch.Queue("PREPARE TRANSACTION " + quoteLiteral(b.gid))
 	br := b.conn.SendBatch(ctx, batch)
 	results, i, err := b.readQueued(br, begin)
@@ -541,47 +527,37 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 		b.release()
 		return participants.VoteNo, b.ambiguous(pid, err)
 	}
-	var xid string
-	hasXID := true
-	markerErr := br.QueryRow().Scan(&xid)
-	if errors.Is(markerErr, pgx.ErrNoRows) {
-		markerErr, hasXID = nil, false
-	}
+	var xid *string
+	xidErr := br.QueryRow().Scan(&xid)
 	var tag pgconn.CommandTag
 	var prepErr error
-	if markerErr == nil {
+	if xidErr == nil {
 		tag, prepErr = br.Exec()
 	}
 	closeErr := br.Close()
-	if markerErr == nil && prepErr == nil && closeErr != nil && tag.String() != "PREPARE TRANSACTION" {
+	if xidErr == nil && prepErr == nil && closeErr != nil && tag.String() != "PREPARE TRANSACTION" {
 		prepErr = closeErr
 	}
 
-	if markerErr != nil {
+	if xidErr != nil {
 		b.state = stateDone
-		switch {
-		case definiteServerError(markerErr) && hasCode(markerErr, codeUniqueViolation):
+		if definiteServerError(xidErr) {
+			// The server refused the read: PREPARE was skipped.
 			b.rollbackAndRelease()
-			return participants.VoteNo, b.errorf("prepare", "the GID already has a marker (an abort tombstone of RollbackPrepared or Committed, or reuse): %w: %w",
-				participants.ErrVoteNo, markerErr)
-		case definiteServerError(markerErr):
-			// The server refused the insert: PREPARE was skipped.
-			b.rollbackAndRelease()
-			return participants.VoteNo, b.voteNo("record marker", markerErr)
+			return participants.VoteNo, b.voteNo("read the xid", xidErr)
 		}
 		b.release()
-		return participants.VoteNo, b.ambiguous(pid, markerErr)
+		return participants.VoteNo, b.ambiguous(pid, xidErr)
 	}
 	b.state = stateDone
 	b.release()
 	switch {
-	case prepErr == nil && tag.String() == "PREPARE TRANSACTION" && hasXID:
-		b.state = statePrepared
+	case prepErr == nil && tag.String() == "PREPARE TRANSACTION" && xid != nil:
+		b.prepared(*xid)
 		b.results = results
-		p.log.Debug("prepared branch", slog.String("gid", b.gid), slog.String("xid", xid))
 		return participants.VoteYes, nil
 	case prepErr == nil && tag.String() == "PREPARE TRANSACTION":
-		// Prepared without a marker: it wrote nothing. Undo it by GID.
+		// Prepared without an xid: it wrote nothing. Undo it by GID.
 		if err := p.RollbackPrepared(ctx, b.gid); err != nil {
 			return participants.VoteNo, b.errorf("prepare",
 				"a branch that wrote nothing was prepared and could not be rolled back; roll it back by GID: %w: %w",
@@ -596,6 +572,32 @@ func (b *branch) preparePipelined(ctx context.Context) (participants.Vote, error
 		return participants.VoteNo, b.voteNo("prepare transaction", prepErr)
 	}
 	return participants.VoteNo, b.ambiguous(pid, prepErr)
+}
+
+// xidSQL reads the branch's xid (NULL when it wrote nothing) before PREPARE.
+const xidSQL = `SELECT pg_current_xact_id_if_assigned()::text`
+
+// prepared records a YES vote: the branch's xid is its receipt, and this
+// process remembers it for CommitPrepared calls that come without one.
+// The caller holds b.mu.
+func (b *branch) prepared(xid string) {
+	b.state = statePrepared
+	b.xid = xid
+	if x, err := strconv.ParseUint(xid, 10, 64); err == nil {
+		b.p.xids.put(b.gid, x)
+	}
+	b.p.log.Debug("prepared branch", slog.String("gid", b.gid), slog.String("xid", xid))
+}
+
+// Receipt implements participants.Receipter: the xid of a branch that voted
+// YES, "" otherwise.
+func (b *branch) Receipt() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != statePrepared {
+		return ""
+	}
+	return b.xid
 }
 
 // unsent returns why nothing may be sent on the branch's connection — it

@@ -223,6 +223,7 @@ func (p *cutProxy) close() {
 // are sent and record the armed connection in *armed. direct is a second
 // participant that reaches the database without the proxy.
 type lostAnswerSetup struct {
+	cfg    Config // without the proxy
 	h      *pgHarness
 	p      *Participant // through the proxy
 	direct *Participant
@@ -236,7 +237,7 @@ func newLostAnswerSetup(t *testing.T, markers bool) *lostAnswerSetup {
 	if !markers {
 		cfg.MarkerTable, cfg.MarkerRetention, cfg.MarkerGCInterval = "", 0, 0
 	}
-	s := &lostAnswerSetup{h: newHarness(t, cfg)}
+	s := &lostAnswerSetup{cfg: cfg, h: newHarness(t, cfg)}
 	proxy, dsn := newCutProxy(t, cfg.DSN)
 	pcfg := cfg
 	pcfg.DSN = dsn
@@ -328,7 +329,7 @@ func TestLostCommitAnswer(t *testing.T) {
 // branch is prepared) or whose request is lost is VoteNo with ErrAmbiguous
 // and without ErrVoteNo, so the coordinator rolls the branch back by GID;
 // before the fix, a lost answer was a definite NO and the prepared branch
-// stayed until recovery. Both the pipelined prepare (marker insert and
+// stayed until recovery. Both the pipelined prepare (xid read and
 // PREPARE in one round trip) and the two-step one (a branch whose writes
 // were not seen: a data-modifying WITH answers SELECT) are covered.
 func TestLostPrepareAnswer(t *testing.T) {
@@ -368,25 +369,29 @@ func TestLostPrepareAnswer(t *testing.T) {
 					t.Fatalf("InDoubt(%s) = %v after the %s", gid, list, mode)
 				}
 				if mode == cutAnswer {
-					// Prepared, undecided: the fence waits for the branch's
-					// marker row, up to LockTimeout, and gives no answer.
-					if ok, err := s.direct.Committed(bg(t), gid); err == nil || !errors.Is(err, participants.ErrUnavailable) {
-						t.Fatalf("Committed(%s) of a prepared branch = %v, %v; want an error wrapping ErrUnavailable", gid, ok, err)
+					// Prepared, undecided. The listing gives the branch's
+					// receipt (its xid), as Prepare would have with its YES.
+					receipt := list[0].Receipt
+					if receipt == "" {
+						t.Fatalf("InDoubt(%s) gave no receipt: %v", gid, list)
+					}
+					if path == "pipelined" {
+						// Had the decision been commit (it cannot be after a
+						// NO, but the receipt must follow what happened):
+						// COMMIT PREPARED, and a retry through a participant
+						// that never saw the branch finds it committed.
+						if err := s.direct.CommitPreparedReceipt(bg(t), gid, receipt); err != nil {
+							t.Fatal(err)
+						}
+						fresh := openTest(t, s.cfg)
+						defer fresh.Close()
+						if err := fresh.CommitPreparedReceipt(bg(t), gid, receipt); err != nil {
+							t.Fatalf("retried COMMIT PREPARED with the receipt = %v; want nil (committed)", err)
+						}
+						return
 					}
 				} else if s.committed(t, gid) {
 					t.Fatalf("Committed(%s) = true for a branch that was never prepared", gid)
-				}
-				if mode == cutAnswer && path == "pipelined" {
-					// Had the decision been commit (it cannot be after a NO, but
-					// the record must follow what happened): COMMIT PREPARED,
-					// and Committed says so.
-					if err := s.direct.CommitPrepared(bg(t), gid); err != nil {
-						t.Fatal(err)
-					}
-					if !s.committed(t, gid) {
-						t.Fatalf("Committed(%s) = false after COMMIT PREPARED", gid)
-					}
-					return
 				}
 				// What the coordinator does after an ambiguous NO.
 				if err := s.direct.RollbackPrepared(bg(t), gid); err != nil {

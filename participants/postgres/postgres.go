@@ -17,11 +17,10 @@
 // anyway. After Prepare, CommitOnePhase or Rollback the branch holds no
 // connection.
 //
-// Prepare first records the GID in the marker table inside the branch's
-// transaction (see Config.MarkerTable), or reads the branch's xid when
-// markers are disabled; if the transaction has no xid it wrote nothing, so
-// it is committed at once and votes READ_ONLY. Otherwise it runs PREPARE
-// TRANSACTION 'gid'. Server errors at PREPARE (deferred constraints,
+// Prepare first reads the branch's xid; if the transaction has none it
+// wrote nothing, so it is committed at once and votes READ_ONLY. Otherwise
+// it runs PREPARE TRANSACTION 'gid' and, voting YES, gives the xid as the
+// branch's receipt (participants.Receipter). Server errors at PREPARE (deferred constraints,
 // serialization failures) are definite NO votes; any other failure once
 // PREPARE may have been written is ErrAmbiguous — pgconn.SafeToRetry is not
 // trusted there (see branch.unsent). The same holds for COMMIT in
@@ -29,29 +28,31 @@
 //
 // # Phase two
 //
-// CommitPrepared and RollbackPrepared run on any pooled connection and are
-// idempotent. COMMIT PREPARED answering 42704 (no such prepared
-// transaction) is success only if the adapter can tell the transaction
-// committed: by its marker row (which exists exactly when the branch's
-// transaction committed) or, without markers, by the xid this process
-// recorded and pg_xact_status. Otherwise the answer is ErrNotPrepared.
+// CommitPrepared, CommitPreparedReceipt and RollbackPrepared run on any
+// pooled connection and are idempotent. COMMIT PREPARED answering 42704 (no
+// such prepared transaction) is success only if the adapter can tell the
+// transaction committed: by pg_xact_status of its xid — the receipt the
+// coordinator logged with its decision, or the xid this process saw at
+// prepare or in pg_prepared_xacts — or by a commit marker row. Otherwise
+// the answer is ErrNotPrepared.
 // 55000 (the prepared transaction is busy in another session) and every
 // connection failure are ErrUnavailable: back off, recheck leadership,
 // retry.
 //
 // # Commit records
 //
-// With markers on, every commit of a GID leaves its marker row, written in
-// the committing transaction itself: a branch inserts it before PREPARE
-// TRANSACTION (visible once COMMIT PREPARED ran), a one-phase commit before
-// COMMIT, in the same round trip. Committed reads it, so the coordinator
-// can tell a one-phase commit whose answer was lost (it logs no decision
-// for one) from one that never happened. Committed is a fence: without a
-// commit marker it inserts an abort tombstone before answering false, so
-// a COMMIT still in flight for that GID fails its marker insert and a late
-// PREPARE votes NO — false stays true. Markers are kept MarkerRetention;
-// after that Committed answers false. Without markers Committed returns an
-// error wrapping ErrUnsupported: the adapter cannot tell.
+// With markers on, every one-phase commit of a GID leaves its marker row,
+// written in the committing transaction itself, before COMMIT, in the same
+// round trip. Committed reads it, so the coordinator can tell a one-phase
+// commit whose answer was lost (it logs no decision for one) from one that
+// never happened. Committed is a fence: without a commit marker it inserts
+// an abort tombstone before answering false, so a COMMIT still in flight
+// for that GID fails its marker insert — false stays true. Two-phase
+// branches write no marker: the coordinator's decision log, which holds
+// their receipts, is their commit record. Markers are kept
+// MarkerRetention; after that Committed answers false. Without markers
+// Committed returns an error wrapping ErrUnsupported: the adapter cannot
+// tell.
 //
 // # Limits
 //
@@ -122,15 +123,17 @@ type Participant struct {
 	branches map[*branch]struct{}
 
 	// xids remembers the xid of GIDs this process prepared or listed, for
-	// CommitPrepared without a marker table.
+	// CommitPrepared calls that come without a receipt.
 	xids *xidMemo
 
 	markerInsertSQL string
 }
 
 var (
-	_ participants.Participant    = (*Participant)(nil)
-	_ participants.CommitRecorder = (*Participant)(nil)
+	_ participants.Participant      = (*Participant)(nil)
+	_ participants.CommitRecorder   = (*Participant)(nil)
+	_ participants.ReceiptCommitter = (*Participant)(nil)
+	_ participants.Receipter        = (*branch)(nil)
 )
 
 // Open validates cfg, creates the pool, checks the server (version,
@@ -265,8 +268,10 @@ func preparedXactsDisabled(name, db string) error {
 }
 
 // markerDDL creates the marker table. outcome 'c' rows are written by a
-// branch inside its own transaction (visible iff it committed); 'a' rows are
-// abort tombstones written by RollbackPrepared of an unknown GID.
+// one-phase commit inside its own transaction (visible iff it committed);
+// 'a' rows are abort tombstones written by RollbackPrepared of an unknown
+// GID and by Committed. (Two-phase branches of earlier versions wrote 'c'
+// rows too; CommitPrepared still reads them when it knows no xid.)
 const markerDDL = `CREATE TABLE IF NOT EXISTS %[1]s (
 	gid        text PRIMARY KEY,
 	outcome    "char" NOT NULL CHECK (outcome IN ('c', 'a')),
@@ -343,22 +348,28 @@ func (p *Participant) LeaveCommit() {
 	}
 }
 
-// prepareMarker makes the marker insert a named prepared statement of the
-// connection, once per connection (pgx keeps it by its SQL text and uses
-// it, with Bind and Execute only, wherever that text is sent): PostgreSQL
-// then does not parse and plan it for every branch, about 70 µs of its CPU
-// on the reference machine. Its only parameter is the GID, a string for a
-// text column, so preparing it changes no encoding. Client statements are
-// not prepared: pgx would encode their arguments by the parameter types
-// the server inferred, which accepts other Go values than unnamed
-// statements do. It runs when a branch takes its connection, outside any
-// transaction; on an already prepared connection it costs nothing.
-func (p *Participant) prepareMarker(ctx context.Context, conn *pgxpool.Conn, deadline time.Time) error {
+// prepareStatements makes the adapter's own per-branch statements — the
+// xid read of Prepare and the marker insert of a one-phase commit — named
+// prepared statements of the connection, once per connection (pgx keeps
+// them by their SQL text and uses them, with Bind and Execute only,
+// wherever that text is sent): PostgreSQL then does not parse and plan them
+// for every branch (the marker insert: about 70 µs of its CPU on the
+// reference machine). The marker insert's only parameter is the GID, a
+// string for a text column, and the xid read has none, so preparing them
+// changes no encoding. Client statements are not prepared: pgx would encode
+// their arguments by the parameter types the server inferred, which accepts
+// other Go values than unnamed statements do. It runs when a branch takes
+// its connection, outside any transaction; on an already prepared
+// connection it costs nothing.
+func (p *Participant) prepareStatements(ctx context.Context, conn *pgxpool.Conn, deadline time.Time) error {
+	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, deadline)
+	defer cancel()
+	if _, err := conn.Conn().Prepare(ctx, xidSQL, xidSQL); err != nil {
+		return err
+	}
 	if p.marker == "" {
 		return nil
 	}
-	ctx, cancel := p.opContext(ctx, p.cfg.PhaseTimeout, deadline)
-	defer cancel()
 	_, err := conn.Conn().Prepare(ctx, p.markerInsertSQL, p.markerInsertSQL)
 	return err
 }
@@ -392,9 +403,9 @@ func (p *Participant) Begin(ctx context.Context, gid string, opts participants.B
 	if err != nil {
 		return nil, fmt.Errorf("postgres %s: begin %s: acquire connection: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
 	}
-	if err := p.prepareMarker(ctx, conn, opts.Deadline); err != nil {
+	if err := p.prepareStatements(ctx, conn, opts.Deadline); err != nil {
 		conn.Release()
-		return nil, fmt.Errorf("postgres %s: begin %s: prepare the marker statement: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
+		return nil, fmt.Errorf("postgres %s: begin %s: prepare the adapter's statements: %w: %w", p.cfg.Name, gid, participants.ErrUnavailable, err)
 	}
 	b := &branch{p: p, gid: gid, opts: opts, begin: begin, conn: conn}
 	p.mu.Lock()
@@ -420,22 +431,30 @@ func beginSQL(iso participants.Isolation) (string, bool) {
 	return "", false
 }
 
-// CommitPrepared runs COMMIT PREPARED on any pooled connection.
+// CommitPrepared is CommitPreparedReceipt without a receipt: only the xids
+// this process saw (at prepare, or listed by InDoubt) and commit markers
+// can tell a committed GID from a missing one.
+func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
+	return p.CommitPreparedReceipt(ctx, gid, "")
+}
+
+// CommitPreparedReceipt runs COMMIT PREPARED on any pooled connection;
+// receipt is the branch's xid as its Prepare gave it (Receipt), or "".
 //
 // Contract: call it only after a durable commit decision, for a branch that
 // voted YES; retry it until it returns nil or ErrNotPrepared. It returns:
 //   - nil when the transaction is committed, by this call or an earlier one:
 //     COMMIT PREPARED succeeded, or it answered 42704 (no such prepared
-//     transaction) and the GID's commit marker is visible (or, without a
-//     marker table, this process knows the xid and pg_xact_status says
-//     committed). A retry after a lost answer or a coordinator failover is
-//     the normal case of 42704.
+//     transaction) and pg_xact_status of the xid (the receipt, else one this
+//     process saw) says committed, or — with no xid known — the GID's
+//     commit marker is visible. A retry after a lost answer or a
+//     coordinator failover is the normal case of 42704.
 //   - an error wrapping ErrNotPrepared when 42704 came and the adapter
-//     cannot tell that the GID committed: it was rolled back (abort
-//     tombstone or pg_xact_status 'aborted'), never prepared, committed more
-//     than MarkerRetention ago, or — without a marker table — committed by
-//     a process that did not record its xid. The decision says commit, so
-//     this is a protocol violation or an operator's intervention to report.
+//     cannot tell that the GID committed: it was rolled back
+//     (pg_xact_status 'aborted', or an abort tombstone), never prepared,
+//     its xid is older than the server's commit-status horizon (or, with no
+//     xid known, no marker exists). The decision says commit, so this is a
+//     protocol violation or an operator's intervention to report.
 //   - an error wrapping ErrUnavailable for 55000 (the prepared transaction is
 //     busy in another session, e.g. a concurrent COMMIT PREPARED or a
 //     PREPARE still finishing), for lost connections (including one lost
@@ -444,7 +463,7 @@ func beginSQL(iso participants.Isolation) (string, bool) {
 //     leadership, retry.
 //   - other errors (permission denied, the GID belongs to another database)
 //     are configuration problems that retrying does not fix.
-func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
+func (p *Participant) CommitPreparedReceipt(ctx context.Context, gid, receipt string) error {
 	if err := ValidateGID(gid); err != nil {
 		return fmt.Errorf("postgres %s: commit prepared: %w", p.cfg.Name, err)
 	}
@@ -459,14 +478,25 @@ func (p *Participant) CommitPrepared(ctx context.Context, gid string) error {
 		p.log.Debug("committed prepared branch", slog.String("gid", gid))
 		return nil
 	case hasCode(err, codeUndefinedObject):
-		return p.commitWithoutPrepared(ctx, gid)
+		return p.commitWithoutPrepared(ctx, gid, receipt)
 	}
 	return p.phaseTwoError("commit prepared", gid, err)
 }
 
-// commitWithoutPrepared decides what a 42704 answer to COMMIT PREPARED means.
-func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) error {
-	if p.marker != "" {
+// commitWithoutPrepared decides what a 42704 answer to COMMIT PREPARED
+// means: by the xid's status when an xid is known (the receipt, else this
+// process's memo), else by the GID's marker row.
+func (p *Participant) commitWithoutPrepared(ctx context.Context, gid, receipt string) error {
+	xid, ok := p.xids.get(gid)
+	if receipt != "" {
+		x, err := strconv.ParseUint(receipt, 10, 64)
+		if err != nil {
+			return fmt.Errorf("postgres %s: commit prepared %s: the receipt %q is not an xid: %w",
+				p.cfg.Name, gid, receipt, participants.ErrNotPrepared)
+		}
+		xid, ok = x, true
+	}
+	if !ok && p.marker != "" {
 		var outcome string
 		err := p.phase.QueryRow(ctx, `SELECT outcome::text FROM `+p.marker+` WHERE gid = $1`, gid).Scan(&outcome)
 		switch {
@@ -486,14 +516,12 @@ func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) err
 		return fmt.Errorf("postgres %s: commit prepared %s: 42704, then reading the commit marker: %w: %w",
 			p.cfg.Name, gid, participants.ErrUnavailable, err)
 	}
-	xid, ok := p.xids.get(gid)
 	if !ok {
-		p.log.Error("commit of a branch whose outcome this process cannot tell (no marker table)", slog.String("gid", gid))
-		return fmt.Errorf("postgres %s: commit prepared %s: no prepared transaction, and without a marker table "+
-			"this process cannot tell whether it committed: %w", p.cfg.Name, gid, participants.ErrNotPrepared)
+		p.log.Error("commit of a branch whose outcome this process cannot tell (no receipt, no marker table)", slog.String("gid", gid))
+		return fmt.Errorf("postgres %s: commit prepared %s: no prepared transaction, and with neither its xid (receipt) "+
+			"nor a marker table this process cannot tell whether it committed: %w", p.cfg.Name, gid, participants.ErrNotPrepared)
 	}
-	var status *string
-	err := p.phase.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatUint(xid, 10)).Scan(&status)
+	status, err := p.xactStatus(ctx, xid)
 	if err != nil {
 		return fmt.Errorf("postgres %s: commit prepared %s: 42704, then pg_xact_status(%d): %w: %w",
 			p.cfg.Name, gid, xid, participants.ErrUnavailable, err)
@@ -515,16 +543,26 @@ func (p *Participant) commitWithoutPrepared(ctx context.Context, gid string) err
 		p.cfg.Name, gid, xid, s, participants.ErrNotPrepared)
 }
 
+// xactStatus is pg_xact_status(xid): committed, aborted, in progress, or
+// nil when the xid is older than the server's commit-status horizon.
+func (p *Participant) xactStatus(ctx context.Context, xid uint64) (*string, error) {
+	var status *string
+	err := p.phase.QueryRow(ctx, `SELECT pg_xact_status($1::text::xid8)`, strconv.FormatUint(xid, 10)).Scan(&status)
+	return status, err
+}
+
 // RollbackPrepared runs ROLLBACK PREPARED on any pooled connection.
 // Idempotent: 42704 (no such prepared transaction) is success. With a
 // marker table it then writes an abort tombstone for the GID, so that a
-// PREPARE still in flight on a lost connection fails its marker insert and
-// votes NO instead of leaving a prepared branch behind (if that PREPARE is
-// holding its marker row, the tombstone waits up to LockTimeout and the call
-// returns ErrUnavailable; the retry finds the prepared transaction and rolls
-// it back). Rolling back a GID whose commit marker exists is refused with an
-// error: the branch committed. 55000 (busy) and connection failures wrap
-// ErrUnavailable.
+// one-phase COMMIT of the GID still in flight on a lost connection fails its
+// marker insert (if it is holding its marker row, the tombstone waits up to
+// LockTimeout and the call returns ErrUnavailable). A PREPARE still in
+// flight is not stopped (two-phase branches write no marker): it leaves a
+// prepared branch without a commit decision, which the coordinator's
+// in-doubt scan rolls back. Rolling back a GID known to have committed — by
+// its commit marker (one phase), or by the xid this process saw it prepared
+// with — is refused with an error. 55000 (busy) and connection failures
+// wrap ErrUnavailable.
 func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 	if err := ValidateGID(gid); err != nil {
 		return fmt.Errorf("postgres %s: rollback prepared: %w", p.cfg.Name, err)
@@ -541,7 +579,19 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 		return nil
 	case !hasCode(err, codeUndefinedObject):
 		return p.phaseTwoError("rollback prepared", gid, err)
-	case p.marker == "":
+	}
+	if xid, ok := p.xids.get(gid); ok {
+		// This process saw the branch prepared: its xid tells a commit.
+		status, err := p.xactStatus(ctx, xid)
+		switch {
+		case err != nil:
+			return p.phaseTwoError("rollback prepared (xid status)", gid, err)
+		case status != nil && *status == "committed":
+			p.log.Error("rollback of a committed branch refused", slog.String("gid", gid), slog.Uint64("xid", xid))
+			return fmt.Errorf("postgres %s: rollback prepared %s: the branch is committed (xid %d)", p.cfg.Name, gid, xid)
+		}
+	}
+	if p.marker == "" {
 		return nil
 	}
 	tag, err := p.phase.Exec(ctx, `INSERT INTO `+p.marker+` (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING`, gid)
@@ -566,9 +616,10 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 // Committed implements participants.CommitRecorder as a fence: it answers
 // true when the GID's commit marker exists, and otherwise first inserts an
 // abort tombstone for the GID and only then answers false, so that the GID
-// can no longer commit. The commit marker exists exactly when a transaction
-// of that GID committed — a one-phase commit (CommitOnePhase) or a prepared
-// branch (COMMIT PREPARED) — and wrote something, for MarkerRetention after
+// can no longer commit in one phase. The commit marker exists exactly when
+// a one-phase commit (CommitOnePhase) of that GID committed and wrote
+// something (and for two-phase branches prepared by earlier versions),
+// for MarkerRetention after
 // the commit (the GC deletes it then: past the retention the answer is
 // false, as for a transaction that never committed, i.e. presumed abort;
 // keep MarkerRetention at least the coordinator's retention).
@@ -577,10 +628,11 @@ func (p *Participant) RollbackPrepared(ctx context.Context, gid string) error {
 // read back in a new statement (a new snapshot):
 //   - no row: the tombstone is in; a later or still running one-phase
 //     commit of the GID fails its marker insert (unique violation: a
-//     definite failure, nothing committed), and a later PREPARE votes NO;
+//     definite failure, nothing committed); a two-phase branch of the GID
+//     is not stopped, but its commit record is the coordinator's decision,
+//     which the caller reads first (participants.CommitRecorder);
 //   - a row written by a transaction still in progress — a one-phase commit
-//     whose COMMIT has not run yet, or a branch that recorded its marker
-//     and is (being) prepared: the insert waits for it, bounded by
+//     whose COMMIT has not run yet: the insert waits for it, bounded by
 //     LockTimeout (and StatementTimeout, PhaseTimeout); when it ends the
 //     answer follows it (committed: true; rolled back: the tombstone goes
 //     in, false), and when the wait times out the error wraps
@@ -671,12 +723,12 @@ func (p *Participant) InDoubt(ctx context.Context, prefix string) ([]participant
 			rows.Close()
 			return nil, fmt.Errorf("postgres %s: in doubt: scan: %w", p.cfg.Name, err)
 		}
-		out = append(out, participants.InDoubtBranch{GID: gid, PreparedAt: at})
-		if p.marker == "" {
-			if full, ok := fullXID(xid32, xmax); ok {
-				p.xids.put(gid, full)
-			}
+		ib := participants.InDoubtBranch{GID: gid, PreparedAt: at}
+		if full, ok := fullXID(xid32, xmax); ok {
+			p.xids.put(gid, full)
+			ib.Receipt = strconv.FormatUint(full, 10)
 		}
+		out = append(out, ib)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres %s: in doubt: %w: %w", p.cfg.Name, participants.ErrUnavailable, err)

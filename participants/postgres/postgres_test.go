@@ -838,10 +838,7 @@ func TestMarkerCollection(t *testing.T) {
 	if _, err := b.Execute(bg(t), h.Write("gc-"+gid, "v")); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := b.Prepare(bg(t)); v != participants.VoteYes {
-		t.Fatalf("Prepare = %v, %v", v, err)
-	}
-	if err := p.CommitPrepared(bg(t), gid); err != nil {
+	if err := b.CommitOnePhase(bg(t)); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := p.Committed(bg(t), gid); !ok || err != nil {
@@ -860,9 +857,6 @@ func TestMarkerCollection(t *testing.T) {
 			t.Fatalf("marker of %s not collected", gid)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if err := p.CommitPrepared(bg(t), gid); !errors.Is(err, participants.ErrNotPrepared) {
-		t.Fatalf("CommitPrepared after the marker expired = %v, want ErrNotPrepared", err)
 	}
 	// Past MarkerRetention the record is gone: false (presumed abort).
 	if ok, err := p.Committed(bg(t), gid); ok || err != nil {
@@ -1125,36 +1119,53 @@ func TestOpenErrorClasses(t *testing.T) {
 	}
 }
 
-// TestRollbackOfCommittedIsRefused: with markers the adapter knows a GID
-// committed and refuses to report a rollback of it as done.
+// TestRollbackOfCommittedIsRefused: the adapter refuses to report a
+// rollback of a GID it knows committed as done — a one-phase commit by its
+// marker, a two-phase one by the xid this process saw.
 func TestRollbackOfCommittedIsRefused(t *testing.T) {
 	cfg := testConfig(testDSN(t))
 	h := newHarness(t, cfg)
 	p := openTest(t, cfg)
 	defer p.Close()
-	gid := testGID(t, "rbc")
-	b, _ := p.Begin(bg(t), gid, participants.BranchOptions{})
-	if _, err := b.Execute(bg(t), h.Write("rbc-"+gid, "v")); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := b.Prepare(bg(t)); v != participants.VoteYes {
-		t.Fatalf("Prepare = %v, %v", v, err)
-	}
-	if err := p.CommitPrepared(bg(t), gid); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.RollbackPrepared(bg(t), gid); err == nil {
-		t.Fatalf("RollbackPrepared of a committed GID succeeded")
-	}
-	if err := p.CommitPrepared(bg(t), gid); err != nil {
-		t.Fatalf("CommitPrepared after the refused rollback: %v", err)
-	}
+	t.Run("OnePhase", func(t *testing.T) {
+		gid := testGID(t, "rbc1")
+		b, _ := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if _, err := b.Execute(bg(t), h.Write("rbc-"+gid, "v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CommitOnePhase(bg(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.RollbackPrepared(bg(t), gid); err == nil {
+			t.Fatalf("RollbackPrepared of a GID committed in one phase succeeded")
+		}
+	})
+	t.Run("TwoPhase", func(t *testing.T) {
+		gid := testGID(t, "rbc2")
+		b, _ := p.Begin(bg(t), gid, participants.BranchOptions{})
+		if _, err := b.Execute(bg(t), h.Write("rbc-"+gid, "v")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(bg(t)); v != participants.VoteYes {
+			t.Fatalf("Prepare = %v, %v", v, err)
+		}
+		receipt := participants.BranchReceipt(b)
+		if err := p.CommitPrepared(bg(t), gid); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.RollbackPrepared(bg(t), gid); err == nil {
+			t.Fatalf("RollbackPrepared of a committed GID succeeded")
+		}
+		if err := p.CommitPreparedReceipt(bg(t), gid, receipt); err != nil {
+			t.Fatalf("CommitPrepared after the refused rollback: %v", err)
+		}
+	})
 }
 
 // TestPipelinedPrepare: a branch that ran a writing statement sends its
-// marker and PREPARE TRANSACTION in one round trip. A write that touched no
-// row still votes READ_ONLY and leaves nothing prepared; a GID with an abort
-// tombstone votes NO; a deferred constraint failing at PREPARE votes NO.
+// xid read and PREPARE TRANSACTION in one round trip. A write that touched
+// no row still votes READ_ONLY and leaves nothing prepared; a deferred
+// constraint failing at PREPARE votes NO.
 func TestPipelinedPrepare(t *testing.T) {
 	cfg := testConfig(testDSN(t))
 	h := newHarness(t, cfg)
@@ -1190,7 +1201,7 @@ func TestPipelinedPrepare(t *testing.T) {
 		if v, err := b.Prepare(bg(t)); v != participants.VoteYes || err != nil {
 			t.Fatalf("Prepare = %v, %v; want YES", v, err)
 		}
-		for range 2 { // the second is a retry: 42704 and the marker say committed
+		for range 2 { // the second is a retry: 42704 and the xid say committed
 			if err := p.CommitPrepared(bg(t), gid); err != nil {
 				t.Fatalf("CommitPrepared: %v", err)
 			}
@@ -1199,7 +1210,10 @@ func TestPipelinedPrepare(t *testing.T) {
 			t.Fatalf("committed value %q, %v", v, ok)
 		}
 	})
-	t.Run("TombstoneVotesNo", func(t *testing.T) {
+	// A two-phase branch writes no marker, so an abort tombstone does not
+	// stop its PREPARE: it votes YES, and with no commit decision it is
+	// rolled back (by the coordinator's in-doubt scan; here, by hand).
+	t.Run("TombstoneDoesNotStopPrepare", func(t *testing.T) {
 		gid := testGID(t, "pipe-tomb")
 		if err := p.RollbackPrepared(bg(t), gid); err != nil { // writes the abort tombstone
 			t.Fatal(err)
@@ -1212,11 +1226,14 @@ func TestPipelinedPrepare(t *testing.T) {
 		if _, err := b.Execute(bg(t), h.Write(key, "late")); err != nil {
 			t.Fatal(err)
 		}
-		if v, err := b.Prepare(bg(t)); v != participants.VoteNo || !errors.Is(err, participants.ErrVoteNo) {
-			t.Fatalf("Prepare of a rolled-back GID = %v, %v; want NO", v, err)
+		if v, err := b.Prepare(bg(t)); v != participants.VoteYes || err != nil {
+			t.Fatalf("Prepare of a rolled-back GID = %v, %v; want YES", v, err)
+		}
+		if err := p.RollbackPrepared(bg(t), gid); err != nil {
+			t.Fatal(err)
 		}
 		if _, ok := h.Committed(t, key); ok {
-			t.Fatal("write of the NO branch is visible")
+			t.Fatal("write of the rolled-back branch is visible")
 		}
 		if list, _ := p.InDoubt(bg(t), gid); len(list) != 0 {
 			t.Fatalf("InDoubt = %v", list)
