@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build proto proto-tools db-up db-down browser test unit-test demo vet clean fuzz-short dev-certs chaos chaos-short
+.PHONY: all build proto proto-tools db-up db-down browser test unit-test demo vet clean fuzz-short dev-certs chaos chaos-short console-screenshots
 
 # Fuzz targets run briefly by `make test` (FUZZTIME each); longer runs:
 # make fuzz-short FUZZTIME=5m. The default is a count of executions, not a
@@ -48,6 +48,12 @@ browser:
 
 unit-test:
 	$(GO) test -race -count=1 ./...
+
+# The web console's screenshots in docs/console (shown in the README), taken
+# by its browser tests; `make test` writes them under .data/console instead.
+console-screenshots: build db-up browser
+	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
+	TXCOORD_SCREENSHOT_DIR=$(CURDIR)/docs/console $(GO) test -count=1 ./test/console/
 
 test: build db-up browser
 	set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \

@@ -73,26 +73,22 @@ type Config struct {
 	MaxStatementBytes int
 
 	// MarkerTable is the schema-qualified table ("schema.table") in which a
-	// prepared branch records its GID inside its own transaction, so that a
-	// later CommitPrepared that finds no prepared transaction can tell
-	// "already committed" (the marker is visible) from "rolled back or never
-	// prepared" (it is not), also after a restart. RollbackPrepared of an
-	// unknown GID writes an abort tombstone there, so a PREPARE still in
-	// flight on a lost connection votes NO instead of leaving a branch
-	// prepared behind a rollback. A one-phase commit inserts the GID's
-	// marker inside its transaction too, so Committed can tell whether a
-	// one-phase commit whose answer was lost happened (the coordinator logs
-	// no decision for it). Open creates the table if it is missing.
-	// Empty disables markers: CommitPrepared then knows only the
-	// transactions this process prepared or listed in InDoubt (by xid and
-	// pg_xact_status) and otherwise returns ErrNotPrepared, and Committed
-	// cannot answer (ErrUnsupported) — not recommended.
+	// one-phase commit records its GID inside its own transaction, so that
+	// Committed can tell whether a one-phase commit whose answer was lost
+	// happened (the coordinator logs no decision for it), also after a
+	// restart. RollbackPrepared of an unknown GID and Committed write abort
+	// tombstones there, so a one-phase COMMIT still in flight on a lost
+	// connection fails instead of committing behind them. Two-phase
+	// branches write no marker: their xid (the receipt, logged with the
+	// coordinator's decision) tells a COMMIT PREPARED retry that they
+	// committed; CommitPrepared still reads markers of branches prepared
+	// by earlier versions when it knows no xid. Open creates the table if
+	// it is missing. Empty disables markers: Committed cannot answer
+	// (ErrUnsupported), so a one-phase commit with a lost answer stays
+	// UNKNOWN — not recommended.
 	MarkerTable string
 	// MarkerRetention is how long markers and tombstones are kept. It must
-	// exceed the longest time a decided transaction can wait for its
-	// phase-two retry (coordinator outage included): a CommitPrepared
-	// retried after its marker was collected returns ErrNotPrepared. It
-	// must also be at least the coordinator's Retention (how long
+	// be at least the coordinator's Retention (how long
 	// GetTransaction answers for a txid; 24h by default): past
 	// MarkerRetention, Committed answers false, and a one-phase commit
 	// would be reported as presumed abort. The default, 25h, is the

@@ -3,7 +3,9 @@
 // and SurrealDB started by `make db-up` (env from scripts/pg.sh env and
 // scripts/surreal.sh env). Each node reaches its databases through proxies
 // (chaos.Proxy) the test can cut. Every test saves a screenshot of its page
-// to docs/console/<page>.png (the README shows them).
+// to $TXCOORD_SCREENSHOT_DIR/<page>.png — .data/console by default, so a
+// test run leaves the work tree alone; `make console-screenshots` writes
+// them to docs/console, which the README shows.
 //
 // Without the database environment the tests skip, saying so. Without a
 // Chromium they skip too, unless CI is set: under CI a missing browser
@@ -397,7 +399,8 @@ func waitJS(t *testing.T, ctx context.Context, d time.Duration, what, js string)
 	}
 }
 
-// screenshot saves the viewport (1280x800) to docs/console/<name>.png.
+// screenshot saves the viewport (1280x800) to <name>.png in
+// $TXCOORD_SCREENSHOT_DIR (default .data/console at the repository root).
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -406,7 +409,10 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if err != nil {
 		t.Fatalf("browser: screenshot %s: %v", name, err)
 	}
-	dir := filepath.Join("..", "..", "docs", "console")
+	dir := os.Getenv("TXCOORD_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = filepath.Join("..", "..", ".data", "console")
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
