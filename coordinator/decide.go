@@ -1,40 +1,62 @@
 package coordinator
 
 import (
-	"github.com/hashicorp/raft"
+	"fmt"
+
 	"github.com/txcoord/txcoord/wal"
 )
 
-// Decisions are handed to Raft in flights: while one flight's entries are
-// replicated and applied, new decisions queue, and the next flight appends
-// them all at once. Raft then replicates and applies them as one batch on
-// every node (one log append, one decision-store transaction) instead of
-// many small batches that each cost the same fsyncs: at 32 concurrent
-// transfers this raised throughput by 3–12 % here, and left a lone
-// transaction's latency as it was (docs/performance.md).
-// A decision that finds no flight in progress goes at once, so a lone
-// transaction waits for nothing.
+// Decisions are handed to Raft in flights: while one flight is replicated
+// and applied, new decisions queue, and the next flight appends them all
+// at once, as one log entry (wal.CmdDecideMany; a flight of one is a plain
+// CmdDecide), so each Raft round — log append, replication, decision-store
+// transaction, on every node — carries many decisions for the per-entry
+// cost of one. A decision that finds no flight in progress goes at once,
+// so a lone transaction waits for nothing.
 
-// maxFlight bounds the decisions of one flight (Raft's MaxAppendEntries).
+// maxFlight bounds the decisions of one flight, and so one entry's size
+// (a decision record is a few hundred bytes).
 const maxFlight = 256
 
 // decideReq is one decision waiting for a flight; the flight hands back
-// the Raft future of its entry.
+// where its outcome will be.
 type decideReq struct {
 	rec  *wal.Record
 	slot chan flightSlot // buffered, 1
 }
 
-// flightSlot is a decision's place in a flight: its future, and where its
-// requester reports that the future answered (Raft futures allow only one
-// waiter, so the flight learns it from the requester).
+// flightSlot is a decision's place in a flight: the flight's outcome and
+// the decision's index in it (-1 when the flight is a single CmdDecide).
 type flightSlot struct {
-	f        raft.ApplyFuture
-	answered chan<- struct{}
+	flight *flight
+	index  int
 }
 
-// decideLoop runs the flights until Stop. A flight ends when every
-// requester's future answered (each wait is bounded by wait's timeout).
+// flight is the outcome of one flight's entry, filled by decideLoop (Raft
+// futures allow only one waiter) before done is closed.
+type flight struct {
+	done chan struct{}
+	err  error
+	res  *wal.ApplyResult
+}
+
+// result is the decision's own ApplyResult once the flight is done and
+// succeeded: an error of the whole entry is every decision's; an entry the
+// store skipped (its applied index was past it) gives a result without a
+// record, which the caller reports as unknown.
+func (s flightSlot) result() *wal.ApplyResult {
+	res := s.flight.res
+	if s.index < 0 || res.Err != nil {
+		return res
+	}
+	if s.index < len(res.Batch) {
+		return &res.Batch[s.index]
+	}
+	return &wal.ApplyResult{}
+}
+
+// decideLoop runs the flights until Stop: one entry per flight, waited for
+// (bounded by wait's timeout) before the next flight goes.
 func (c *Coordinator) decideLoop() {
 	defer c.wg.Done()
 	batch := make([]decideReq, 0, maxFlight)
@@ -55,17 +77,30 @@ func (c *Coordinator) decideLoop() {
 				break drain
 			}
 		}
-		answered := make(chan struct{}, len(batch))
-		for _, r := range batch {
-			f := c.raft.Apply(wal.Command{Type: wal.CmdDecide, Decision: r.rec}.Encode(), c.cfg.ApplyTimeout)
-			r.slot <- flightSlot{f: f, answered: answered}
-		}
-		for range batch {
-			select {
-			case <-answered:
-			case <-c.stop:
-				return
+		cmd := wal.Command{Type: wal.CmdDecide, Decision: batch[0].rec}
+		if len(batch) > 1 {
+			cmd = wal.Command{Type: wal.CmdDecideMany, Decisions: make([]*wal.Record, len(batch))}
+			for i, r := range batch {
+				cmd.Decisions[i] = r.rec
 			}
 		}
+		fl := &flight{done: make(chan struct{})}
+		for i, r := range batch {
+			idx := i
+			if len(batch) == 1 {
+				idx = -1
+			}
+			r.slot <- flightSlot{flight: fl, index: idx}
+		}
+		f := c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)
+		fl.err = c.wait(f)
+		if fl.err == nil {
+			res, ok := f.Response().(*wal.ApplyResult)
+			if !ok {
+				panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
+			}
+			fl.res = res
+		}
+		close(fl.done)
 	}
 }

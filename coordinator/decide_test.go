@@ -18,3 +18,51 @@ func TestApplyDecisionEnqueueIsBounded(t *testing.T) {
 		t.Fatalf("a decision that never left the queue: want ErrUnavailable, got %v", err)
 	}
 }
+
+// Decisions queued together go to Raft as one entry (CmdDecideMany), and
+// each requester gets its own decision's result from it — including a
+// conflict, when an earlier decision for the same txid won.
+func TestFlightIsOneEntry(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	c := &Coordinator{cfg: h.c.cfg, raft: h.r, decideQ: make(chan decideReq, 8), stop: make(chan struct{})}
+	recs := []*wal.Record{
+		{TxID: h.c.newTxID(), Outcome: wal.OutcomeCommit, Participants: []string{"a"}},
+		{TxID: h.c.newTxID(), Outcome: wal.OutcomeCommit, Participants: []string{"a", "b"}},
+	}
+	recs = append(recs, &wal.Record{TxID: recs[0].TxID, Outcome: wal.OutcomeAbort}) // loses to recs[0]
+	reqs := make([]decideReq, len(recs))
+	for i, r := range recs {
+		reqs[i] = decideReq{rec: r, slot: make(chan flightSlot, 1)}
+		c.decideQ <- reqs[i] // queued before the loop runs: one flight
+	}
+	lastBefore := h.r.LastIndex()
+	c.wg.Add(1)
+	go c.decideLoop()
+	defer func() { close(c.stop); c.wg.Wait() }()
+	for i, req := range reqs {
+		slot := <-req.slot
+		select {
+		case <-slot.flight.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("flight never finished")
+		}
+		if slot.flight.err != nil || slot.index != i {
+			t.Fatalf("decision %d: flight err %v, index %d", i, slot.flight.err, slot.index)
+		}
+		res := slot.result()
+		if res.Err != nil || res.Record == nil || res.Record.TxID != recs[i].TxID {
+			t.Fatalf("decision %d: result %+v", i, res)
+		}
+		if conflict := i == 2; res.Conflict != conflict || res.Record.Outcome != wal.OutcomeCommit {
+			t.Fatalf("decision %d: conflict %v, outcome %s", i, res.Conflict, res.Record.Outcome)
+		}
+	}
+	if n := h.r.LastIndex() - lastBefore; n != 1 {
+		t.Fatalf("the flight took %d log entries, want 1", n)
+	}
+	for _, r := range recs[:2] {
+		if got, _ := h.store.Get(r.TxID); got == nil || got.Outcome != wal.OutcomeCommit {
+			t.Fatalf("decision of %s not in the store: %+v", r.TxID, got)
+		}
+	}
+}

@@ -392,19 +392,18 @@ func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
 		// Queued, perhaps appended: not known.
 		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
 	}
-	f := slot.f
-	err := c.wait(f)
-	slot.answered <- struct{}{}
-	if err != nil {
+	select {
+	case <-slot.flight.done:
+	case <-c.stop:
+		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
+	}
+	if err := slot.flight.err; err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, err)
 	}
-	res, ok := f.Response().(*wal.ApplyResult)
-	if !ok || res == nil {
-		panic(fmt.Sprintf("coordinator: decide entry returned %T", f.Response()))
-	}
+	res := slot.result()
 	if res.Err != nil {
 		return nil, res.Err
 	}

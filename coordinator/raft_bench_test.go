@@ -58,7 +58,9 @@ func cpuTime() time.Duration {
 // decision stores on disk, both fsyncing), from c concurrent callers, as
 // the coordinator's applyDecision does. It reports decisions/s, the mean
 // number of entries per FSM batch on the leader (1 means no group commit)
-// and the CPU of the whole process (all three nodes) per decision.
+// and the CPU of the whole process (all three nodes) per decision. The last
+// case sends the same number of decisions in flight as c=32, eight to an
+// entry, as the coordinator's flights do.
 func BenchmarkGroupCommit(b *testing.B) {
 	sink := &batchSink{}
 	cfg := metrics.DefaultConfig("bench")
@@ -68,11 +70,16 @@ func BenchmarkGroupCommit(b *testing.B) {
 	}
 	defer metrics.NewGlobal(cfg, &metrics.BlackholeSink{}) //nolint:errcheck // restore a no-op sink
 	for _, c := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) { benchGroupCommit(b, c, sink) })
+		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) { benchGroupCommit(b, c, 1, sink) })
 	}
+	// The same 32 decisions in flight, as 4 entries of 8 (CmdDecideMany, as
+	// a flight sends them) instead of 32 entries of one.
+	b.Run("c=4/decisions-per-entry=8", func(b *testing.B) { benchGroupCommit(b, 4, 8, sink) })
 }
 
-func benchGroupCommit(b *testing.B, conc int, sink *batchSink) {
+// benchGroupCommit: conc callers, each appending entries of perEntry
+// decisions (CmdDecide when 1, CmdDecideMany otherwise) until b.N decisions.
+func benchGroupCommit(b *testing.B, conc, perEntry int, sink *batchSink) {
 	dir := b.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var peers []raft.Server
@@ -117,13 +124,20 @@ func benchGroupCommit(b *testing.B, conc int, sink *batchSink) {
 		go func() {
 			defer wg.Done()
 			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
+				last := next.Add(int64(perEntry))
+				if last-int64(perEntry) >= int64(b.N) {
 					return
 				}
-				rec := &wal.Record{TxID: fmt.Sprintf("%012x%08x", time.Now().UnixMilli(), i), Outcome: wal.OutcomeCommit,
-					Participants: []string{"pg-a", "pg-b"}, CreatedMs: 1, DecidedMs: 2}
-				f := leader.Raft.Apply(wal.Command{Type: wal.CmdDecide, Decision: rec}.Encode(), 10*time.Second)
+				recs := make([]*wal.Record, perEntry)
+				for j := range recs {
+					recs[j] = &wal.Record{TxID: fmt.Sprintf("%012x%08x", time.Now().UnixMilli(), last-int64(j)), Outcome: wal.OutcomeCommit,
+						Participants: []string{"pg-a", "pg-b"}, CreatedMs: 1, DecidedMs: 2}
+				}
+				cmd := wal.Command{Type: wal.CmdDecide, Decision: recs[0]}
+				if perEntry > 1 {
+					cmd = wal.Command{Type: wal.CmdDecideMany, Decisions: recs}
+				}
+				f := leader.Raft.Apply(cmd.Encode(), 10*time.Second)
 				if err := f.Error(); err != nil {
 					b.Error(err)
 					return

@@ -74,6 +74,13 @@ const (
 	// seq and hash as the chain's anchor, and appends an AUDIT_PRUNE entry
 	// saying so (see audit.go).
 	CmdAuditPrune
+	// CmdDecideMany logs several transactions' decisions in one entry (a
+	// flight of decisions, see coordinator/decide.go): each is applied as a
+	// CmdDecide would be, in order, and ApplyResult.Batch holds their
+	// results in the same order. Nodes of versions before it stop on it
+	// (unknown command), so every node must run this version before one of
+	// them leads.
+	CmdDecideMany
 )
 
 // Command is the payload of one Raft log entry.
@@ -82,6 +89,8 @@ type Command struct {
 	// Decide: one record. The leader fills every field, including times:
 	// Apply never reads a clock.
 	Decision *Record `json:"d,omitempty"`
+	// DecideMany: the records, in order.
+	Decisions []*Record `json:"ds,omitempty"`
 	// Done and Forget: the transactions concerned, and the leader's time.
 	TxIDs []string `json:"x,omitempty"`
 	AtMs  int64    `json:"at,omitempty"`
@@ -152,6 +161,8 @@ type ApplyResult struct {
 	// Conflict is true when an earlier, different decision won.
 	Conflict bool
 	Err      error
+	// Batch: the result of each decision of a CmdDecideMany entry, in order.
+	Batch []ApplyResult
 }
 
 // Entry is a committed log entry handed to ApplyBatch.
@@ -343,25 +354,16 @@ func applyOne(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyResult 
 	txns, pending, doneIdx := tx.Bucket(bucketTxns), tx.Bucket(bucketPending), tx.Bucket(bucketDoneIdx)
 	switch cmd.Type {
 	case CmdDecide:
-		d := cmd.Decision
-		if d == nil || d.TxID == "" || (d.Outcome != OutcomeCommit && d.Outcome != OutcomeAbort) {
-			return ApplyResult{Err: fmt.Errorf("decide: malformed decision")}
+		return applyDecide(tx, chain, cmd.Decision, e)
+	case CmdDecideMany:
+		if len(cmd.Decisions) == 0 {
+			return ApplyResult{Err: fmt.Errorf("decide many: no decisions")}
 		}
-		if prev := get(txns, d.TxID); prev != nil {
-			return ApplyResult{Record: prev, Conflict: prev.Outcome != d.Outcome}
+		batch := make([]ApplyResult, len(cmd.Decisions))
+		for i, d := range cmd.Decisions {
+			batch[i] = applyDecide(tx, chain, d, e)
 		}
-		rec := *d
-		rec.Term, rec.Index = e.Term, e.Index
-		rec.Done, rec.DoneMs = false, 0
-		put(txns, &rec)
-		must(pending.Put([]byte(rec.TxID), nil), "index pending")
-		if rec.IdempotencyKey != "" {
-			must(tx.Bucket(bucketIdem).Put([]byte(rec.IdempotencyKey), []byte(rec.TxID)), "index idempotency key")
-		}
-		// Every logged decision is an audit entry, in this same bbolt
-		// transaction: no Raft entry and no fsync of its own.
-		chain.append(decisionAudit(&rec))
-		return ApplyResult{Record: &rec}
+		return ApplyResult{Batch: batch}
 	case CmdDone:
 		for _, id := range cmd.TxIDs {
 			if r := get(txns, id); r != nil && !r.Done {
@@ -385,6 +387,29 @@ func applyOne(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyResult 
 		return ApplyResult{}
 	}
 	panic(fmt.Sprintf("wal: unknown command type %d at index %d", cmd.Type, e.Index))
+}
+
+// applyDecide logs one decision; the first for a txid wins. Every logged
+// decision is an audit entry, in the same bbolt transaction: no Raft entry
+// and no fsync of its own.
+func applyDecide(tx *bolt.Tx, chain *auditChain, d *Record, e Entry) ApplyResult {
+	if d == nil || d.TxID == "" || (d.Outcome != OutcomeCommit && d.Outcome != OutcomeAbort) {
+		return ApplyResult{Err: fmt.Errorf("decide: malformed decision")}
+	}
+	txns := tx.Bucket(bucketTxns)
+	if prev := get(txns, d.TxID); prev != nil {
+		return ApplyResult{Record: prev, Conflict: prev.Outcome != d.Outcome}
+	}
+	rec := *d
+	rec.Term, rec.Index = e.Term, e.Index
+	rec.Done, rec.DoneMs = false, 0
+	put(txns, &rec)
+	must(tx.Bucket(bucketPending).Put([]byte(rec.TxID), nil), "index pending")
+	if rec.IdempotencyKey != "" {
+		must(tx.Bucket(bucketIdem).Put([]byte(rec.IdempotencyKey), []byte(rec.TxID)), "index idempotency key")
+	}
+	chain.append(decisionAudit(&rec))
+	return ApplyResult{Record: &rec}
 }
 
 // applyResolve: an operator's decision. A different existing decision wins

@@ -337,3 +337,36 @@ func TestReceiptsKeptAndMerged(t *testing.T) {
 		t.Fatalf("resolve receipts = %+v, %v; want a's logged receipt kept and b's added", res.Record, res.Err)
 	}
 }
+
+// A CmdDecideMany entry applies its decisions in order, as CmdDecide
+// entries would be: first decision wins, each is audited, each result is
+// in Batch; replaying the entry changes nothing.
+func TestDecideMany(t *testing.T) {
+	s := open(t)
+	e := Entry{Index: 1, Term: 2, Data: Command{Type: CmdDecideMany, Decisions: []*Record{
+		{TxID: "tx1", Outcome: OutcomeCommit, Participants: []string{"a"}},
+		{TxID: "tx2", Outcome: OutcomeCommit, Participants: []string{"a", "b"}},
+		{TxID: "tx1", Outcome: OutcomeAbort},
+		{TxID: ""},
+	}}.Encode()}
+	res := s.ApplyBatch([]Entry{e})[0]
+	if res.Err != nil || len(res.Batch) != 4 {
+		t.Fatalf("result %+v", res)
+	}
+	b := res.Batch
+	if b[0].Record.TxID != "tx1" || b[0].Conflict || b[1].Record.TxID != "tx2" || b[1].Record.Index != 1 || b[1].Record.Term != 2 {
+		t.Fatalf("first two decisions: %+v %+v", b[0], b[1])
+	}
+	if !b[2].Conflict || b[2].Record.Outcome != OutcomeCommit || b[3].Err == nil {
+		t.Fatalf("conflict and malformed decision: %+v %+v", b[2], b[3])
+	}
+	if a, _, _, _, _ := s.Audit(0); len(a) != 2 || a[0].TxID != "tx1" || a[1].TxID != "tx2" {
+		t.Fatalf("audit entries: %+v", a)
+	}
+	if again := s.ApplyBatch([]Entry{e})[0]; again.Batch != nil {
+		t.Fatalf("replayed entry was applied: %+v", again)
+	}
+	if empty := (Command{Type: CmdDecideMany}); s.ApplyBatch([]Entry{{Index: 2, Data: empty.Encode()}})[0].Err == nil {
+		t.Fatal("an empty CmdDecideMany was accepted")
+	}
+}
