@@ -132,6 +132,18 @@ func (c *Client) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.Resol
 	return out, err
 }
 
+// MarkDone closes a logged decision recovery cannot carry out (see the
+// Admin service). Retrying it is safe: a done decision is returned as is.
+func (c *Client) MarkDone(ctx context.Context, req *pb.MarkDoneRequest) (*pb.MarkDoneResponse, error) {
+	var out *pb.MarkDoneResponse
+	err := c.retry(ctx, func(_ string, _ pb.CoordinatorClient, admin pb.AdminClient) error {
+		var err error
+		out, err = admin.MarkDone(ctx, req)
+		return fromStatus(err, req.GetTxid(), false)
+	})
+	return out, err
+}
+
 // ListAudit returns the audit entries req selects and the verification of
 // the whole trail.
 func (c *Client) ListAudit(ctx context.Context, req *pb.ListAuditRequest) (*pb.ListAuditResponse, error) {

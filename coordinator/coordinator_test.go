@@ -674,3 +674,45 @@ func TestReceiptsLoggedAndHandedBack(t *testing.T) {
 		t.Fatalf("recovery handed back receipt %q; want the logged one", got)
 	}
 }
+
+// MarkDone closes a decision recovery cannot carry out, only once none of
+// its branches is prepared, with a MARK_DONE audit entry; a done decision
+// is returned as it is.
+func TestMarkDone(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	a := h.parts[0]
+	ctx := context.Background()
+	txid := h.c.newTxID()
+	a.prepared[h.c.GID(txid, "a")] = true // b's branch is gone (ErrNotPrepared)
+	f := h.r.Apply(wal.Command{Type: wal.CmdDecide, Decision: &wal.Record{TxID: txid, Outcome: wal.OutcomeCommit,
+		Participants: []string{"a", "b"}}}.Encode(), time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.c.MarkDone(ctx, txid, " ", "ops"); err == nil {
+		t.Fatal("MarkDone without a reason was accepted")
+	}
+	if _, _, err := h.c.MarkDone(ctx, h.c.newTxID(), "r", "ops"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("MarkDone of a txid with no decision = %v; want ErrNotFound", err)
+	}
+	if _, _, err := h.c.MarkDone(ctx, txid, "repaired by hand", "ops"); !errors.Is(err, ErrDecisionConflict) || !strings.Contains(err.Error(), "[a]") {
+		t.Fatalf("MarkDone with a's branch prepared = %v; want a refusal naming a", err)
+	}
+	if rec, _ := h.store.Get(txid); rec.Done {
+		t.Fatal("a refused MarkDone marked the decision done")
+	}
+	delete(a.prepared, h.c.GID(txid, "a")) // an operator finished it by hand
+	info, entry, err := h.c.MarkDone(ctx, txid, "repaired by hand, INC-1", "ops@host")
+	if err != nil || entry == nil || entry.Action != ActionMarkDone || entry.Actor != "ops@host" || entry.Reason != "repaired by hand, INC-1" {
+		t.Fatalf("MarkDone = %+v, %+v, %v", info, entry, err)
+	}
+	if rec, _ := h.store.Get(txid); !rec.Done || info.State != StateCommitted {
+		t.Fatalf("after MarkDone: record %+v, state %s", rec, info.State)
+	}
+	if _, again, err := h.c.MarkDone(ctx, txid, "again", "ops"); err != nil || again != nil {
+		t.Fatalf("MarkDone of a done decision = %+v, %v; want no new audit entry", again, err)
+	}
+	if entries, _, _ := h.store.QueryAudit(wal.AuditQuery{Action: ActionMarkDone, TxID: txid}); len(entries) != 1 {
+		t.Fatalf("MARK_DONE entries = %+v; want exactly one", entries)
+	}
+}

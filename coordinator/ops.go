@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/txcoord/txcoord/participants"
 	"github.com/txcoord/txcoord/wal"
 )
 
@@ -348,4 +349,83 @@ func (c *Coordinator) AuditDenial(identity, method, reason string) {
 		identity = "unauthenticated"
 	}
 	go c.audit("AUTHZ_DENIED", method+": "+reason, identity)
+}
+
+// ActionMarkDone is the audit action of MarkDone.
+const ActionMarkDone = "MARK_DONE"
+
+// MarkDone closes a logged decision that recovery cannot carry out — a
+// COMMIT whose branch its database no longer holds prepared (ErrNotPrepared:
+// a restored backup, a ROLLBACK PREPARED by hand) once an operator has
+// repaired the data — by marking it done through Raft, with its audit
+// entry, so recovery stops driving it and retention forgets it. It refuses
+// (ErrDecisionConflict) while any of the decision's branches is still
+// prepared: recovery (txctl recover) carries those out. A decision already
+// done is returned as it is, with no audit entry.
+func (c *Coordinator) MarkDone(ctx context.Context, txid, reason, actor string) (*TxInfo, *wal.AuditEntry, error) {
+	if err := validateTxID(txid); err != nil {
+		return nil, nil, err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return nil, nil, fieldErr("reason", "is required: say how the decision was carried out or repaired")
+	}
+	if actor == "" {
+		actor = "unknown"
+	}
+	if err := c.serving(); err != nil {
+		return nil, nil, err
+	}
+	if c.inFlight(txid) || c.beingMarked(txid) {
+		return nil, nil, fmt.Errorf("%w: %s is in flight on the leader; let it finish", ErrNotActive, txid)
+	}
+	rec, err := c.store.Get(txid)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: read decision store: %v", ErrUnavailable, err)
+	}
+	if rec == nil {
+		return nil, nil, fmt.Errorf("%w: no decision is logged for %s", ErrNotFound, txid)
+	}
+	if !rec.Done {
+		var prepared []string
+		for _, name := range rec.Participants {
+			p, ok := c.parts[name]
+			if !ok {
+				return nil, nil, fmt.Errorf("%w: participant %q of the decision is not configured on this node, so whether its branch is prepared cannot be checked", ErrUnavailable, name)
+			}
+			lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+			bs, err := p.InDoubt(lctx, c.GID(txid, name))
+			cancel()
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: list %q: %v", ErrUnavailable, name, err)
+			}
+			if slices.ContainsFunc(bs, func(b participants.InDoubtBranch) bool { return b.GID == c.GID(txid, name) }) {
+				prepared = append(prepared, name)
+			}
+		}
+		if len(prepared) > 0 {
+			return nil, nil, fmt.Errorf("%w: %s's branches on [%s] are still prepared: txctl recover carries out its logged %s; mark done only a decision none of whose branches is prepared",
+				ErrDecisionConflict, txid, strings.Join(prepared, ","), rec.Outcome)
+		}
+		now := c.now().UnixMilli()
+		cmd := wal.Command{Type: wal.CmdDone, TxIDs: []string{txid}, AtMs: now,
+			Audit: &wal.AuditEntry{AtMs: now, Actor: actor, Action: ActionMarkDone, TxID: txid, Reason: reason,
+				Detail: fmt.Sprintf("logged %s marked done by an operator; no branch prepared on [%s]", rec.Outcome, strings.Join(rec.Participants, ","))}}
+		if err := c.wait(c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)); err != nil {
+			return nil, nil, fmt.Errorf("%w: log the done mark: %v", ErrOutcomeUnknown, err)
+		}
+		c.log.Warn("decision marked done by an operator", "txid", txid, "outcome", rec.Outcome, "actor", actor, "reason", reason)
+	}
+	info, err := c.GetTransaction(ctx, txid)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec.Done {
+		return info, nil, nil
+	}
+	entries, _, _ := c.store.QueryAudit(wal.AuditQuery{Action: ActionMarkDone, TxID: txid, Limit: 1})
+	var entry *wal.AuditEntry
+	if len(entries) == 1 {
+		entry = &entries[0]
+	}
+	return info, entry, nil
 }

@@ -96,6 +96,7 @@ type Operations interface {
 	Plan(ctx context.Context, foreign bool) (coordinator.RecoveryPlan, error)
 	RecoveryPass(ctx context.Context, dryRun bool) (coordinator.RecoveryPlan, error)
 	Resolve(ctx context.Context, txid string, commit bool, reason, actor string, force bool) (*coordinator.TxInfo, *wal.AuditEntry, error)
+	MarkDone(ctx context.Context, txid, reason, actor string) (*coordinator.TxInfo, *wal.AuditEntry, error)
 	Audit(q wal.AuditQuery) ([]wal.AuditEntry, wal.AuditVerdict, error)
 	SaveSnapshot(w io.Writer) (int64, error)
 	RestoreSnapshot(r io.Reader, actor string) (int, error)
@@ -273,6 +274,22 @@ func (s *AdminServer) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.
 		return nil, toStatus(err, req.GetTxid())
 	}
 	resp := &pb.ResolveResponse{Transaction: txInfo(info)}
+	if entry != nil {
+		resp.Audit = auditToProto(*entry)
+	}
+	return resp, nil
+}
+
+func (s *AdminServer) MarkDone(ctx context.Context, req *pb.MarkDoneRequest) (*pb.MarkDoneResponse, error) {
+	o, err := s.ops()
+	if err != nil {
+		return nil, err
+	}
+	info, entry, err := o.MarkDone(ctx, req.GetTxid(), req.GetReason(), actorOf(ctx, req.GetActor()))
+	if err != nil {
+		return nil, toStatus(err, req.GetTxid())
+	}
+	resp := &pb.MarkDoneResponse{Transaction: txInfo(info)}
 	if entry != nil {
 		resp.Audit = auditToProto(*entry)
 	}

@@ -56,6 +56,8 @@ const (
 	// a txid wins; a later, different one is refused (see ApplyResult.Conflict).
 	CmdDecide CommandType = iota + 1
 	// CmdDone marks transactions whose every branch acknowledged phase two.
+	// With an Audit entry it is an operator's (MARK_DONE: the decision was
+	// carried out or repaired by hand), and the entry is appended with it.
 	CmdDone
 	// CmdForget deletes done records (chosen by the leader after retention).
 	CmdForget
@@ -372,6 +374,9 @@ func applyOne(tx *bolt.Tx, chain *auditChain, cmd Command, e Entry) ApplyResult 
 				must(pending.Delete([]byte(id)), "unindex pending")
 				must(doneIdx.Put(doneKey(r.DoneMs, id), nil), "index done")
 			}
+		}
+		if cmd.Audit != nil {
+			chain.append(*cmd.Audit)
 		}
 		return ApplyResult{}
 	case CmdForget:

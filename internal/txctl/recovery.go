@@ -412,12 +412,7 @@ in-doubt shows them); 4 when refused.`,
 				}
 				o.printf("logged a HEURISTIC %s for %s\n", what, args[0])
 				if a := resp.Audit; a != nil {
-					kv := o.table()
-					kv.row("audit", fmt.Sprintf("seq %d at %s by %s", a.Seq, ts(a.At), a.Actor))
-					kv.row("detail", a.Detail)
-					kv.row("reason", a.Reason)
-					kv.row("hash", a.Hash)
-					kv.flush()
+					o.printAuditEntry(a)
 				}
 				o.printf("\n")
 				if err := o.showTx(t); err != nil {
@@ -442,4 +437,67 @@ in-doubt shows them); 4 when refused.`,
 	c.MarkFlagsMutuallyExclusive("commit", "rollback")
 	_ = c.MarkFlagRequired("reason")
 	return c
+}
+
+func (o *options) markDoneCommand() *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "mark-done TXID --reason TEXT",
+		Short: "Close a logged decision that recovery cannot carry out, after repairing it by hand",
+		Long: `Marks TXID's logged decision done, so the leader stops driving it and the
+retention forgets it — for a decision recovery cannot carry out: a COMMIT whose
+branch a database no longer holds prepared (restored from a backup, or rolled
+back by hand), which txctl in-doubt shows as "no longer prepared at the
+participant" and the leader's log as "committed branch is not prepared".
+Repair the data first; this changes nothing in the databases.
+
+It refuses (exit 4) while any branch of the decision is still prepared: txctl
+recover carries those out. Every use is written to the hash-chained audit
+trail (MARK_DONE) with who, when and why (--reason). A decision that is
+already done is shown as it is.`,
+		Example:           `  txctl mark-done 0190a1b2c3d4e5f60718 --reason "orders row re-applied by hand after the restore, INC-4711"`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeTxIDs,
+		RunE: o.run(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return exitf(ExitUsage, "--reason is required: say how the decision was carried out or repaired (it goes to the audit trail)")
+			}
+			c, err := o.dial(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.MarkDone(ctx, &pb.MarkDoneRequest{Txid: args[0], Reason: reason, Actor: o.actor()})
+			if err != nil {
+				if code := o.exitCode(err); code == ExitRefused {
+					return &exitError{code: ExitRefused, err: fmt.Errorf("refused: %s\n  nothing was changed", errText(err))}
+				}
+				return err
+			}
+			if o.json() {
+				return o.printJSON(resp)
+			}
+			if a := resp.Audit; a != nil {
+				o.printf("marked %s done\n", args[0])
+				o.printAuditEntry(a)
+			} else {
+				o.printf("%s was already done; nothing was changed\n", args[0])
+			}
+			o.printf("\n")
+			return o.showTx(resp.Transaction)
+		}),
+	}
+	c.Flags().StringVar(&reason, "reason", "", "how the decision was carried out or repaired (required; recorded in the audit trail)")
+	_ = c.MarkFlagRequired("reason")
+	return c
+}
+
+// printAuditEntry prints the audit entry an operator command wrote.
+func (o *options) printAuditEntry(a *pb.AuditEntry) {
+	kv := o.table()
+	kv.row("audit", fmt.Sprintf("seq %d at %s by %s", a.Seq, ts(a.At), a.Actor))
+	kv.row("detail", a.Detail)
+	kv.row("reason", a.Reason)
+	kv.row("hash", a.Hash)
+	kv.flush()
 }

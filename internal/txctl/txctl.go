@@ -252,7 +252,7 @@ Exit codes:
 	pf.StringVar(&o.tokenF, "token-file", o.env.Getenv("TXCOORD_TOKEN_FILE"), "file whose first line is the bearer token (env TXCOORD_TOKEN_FILE)")
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletions("table", "json"))
 
-	root.AddCommand(o.clusterCommand(), o.txCommand(), o.inDoubtCommand(), o.recoverCommand(), o.resolveCommand(),
+	root.AddCommand(o.clusterCommand(), o.txCommand(), o.inDoubtCommand(), o.recoverCommand(), o.resolveCommand(), o.markDoneCommand(),
 		o.auditCommand(), o.snapshotCommand(), o.inspectCommand(), o.reloadCommand(), o.driftCommand())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

@@ -314,6 +314,47 @@ func TestForcedRollbackAfterPartialCommitIsRefused(t *testing.T) {
 	}
 }
 
+// A logged COMMIT whose PostgreSQL branch a DBA rolled back by hand cannot
+// be carried out: recovery keeps it undone (the branch's receipt, its xid,
+// says aborted) and txctl in-doubt shows it. Once the data is repaired,
+// txctl mark-done closes it, audited as MARK_DONE; in-doubt no longer shows
+// it and asking again changes nothing.
+func TestMarkDoneAfterBranchLostByHand(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, nodeOpts{slowElection: true})
+	p, sdb := pgPool(t), surreal(t)
+	key := uniq("order-")
+	txid := crashInDoubt(t, n, "after-decision", key) // both branches prepared, COMMIT logged
+	restartCut(n, n.pgProxy)                          // recovery reaches SurrealDB only
+	run := func(args ...string) result { return txctlRun(t, n.addr, args...) }
+	gid := n.gidPrefix() + txid + ":pg"
+	eventually(t, 20*time.Second, "the SurrealDB branch committed", func() bool {
+		return surrealValue(t, sdb, key) != nil
+	})
+	// The DBA's mistake: the PostgreSQL branch is rolled back by hand.
+	if _, err := p.Exec(context.Background(), "ROLLBACK PREPARED '"+gid+"'"); err != nil {
+		t.Fatalf("ROLLBACK PREPARED %s: %v", gid, err)
+	}
+	n.pgProxy.Heal()
+	eventually(t, 20*time.Second, "the undone decision shows, its branch no longer prepared", func() bool {
+		r := run("in-doubt", "--ours")
+		return strings.Contains(r.stdout, txid) && strings.Contains(r.stdout, "no longer prepared")
+	})
+	run("mark-done", txid).want(t, txctl.ExitUsage)
+	// The data is repaired by hand, then the decision is closed.
+	if _, err := p.Exec(context.Background(), "INSERT INTO txctl_kv (k, v) VALUES ($1, 'v')", key); err != nil {
+		t.Fatal(err)
+	}
+	reason := "pg row re-applied by hand after the accidental ROLLBACK PREPARED"
+	run("mark-done", txid, "--reason", reason).want(t, txctl.ExitOK).contains(t, "marked "+txid+" done", reason, "COMMITTED")
+	run("in-doubt", "--ours").notContains(t, txid)
+	run("audit", "list", "--txid", txid, "--action", "MARK_DONE").want(t, txctl.ExitOK).contains(t, "MARK_DONE", reason)
+	run("mark-done", txid, "--reason", "again").want(t, txctl.ExitOK).contains(t, "already done")
+	if pgValue(t, p, key) != "v" || surrealValue(t, sdb, key) == nil {
+		t.Fatal("want the repaired value in both stores")
+	}
+}
+
 // Membership through txctl on a real 3-node cluster: add voters, transfer
 // leadership (asked through a follower), remove a member, and a degraded
 // status (exit 5) when a member is down.

@@ -763,6 +763,120 @@ func (x *ResolveResponse) GetAudit() *AuditEntry {
 	return nil
 }
 
+type MarkDoneRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Txid   string                 `protobuf:"bytes,1,opt,name=txid,proto3" json:"txid,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // required
+	// Who asks (txctl sends the OS user and host).
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkDoneRequest) Reset() {
+	*x = MarkDoneRequest{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkDoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkDoneRequest) ProtoMessage() {}
+
+func (x *MarkDoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkDoneRequest.ProtoReflect.Descriptor instead.
+func (*MarkDoneRequest) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MarkDoneRequest) GetTxid() string {
+	if x != nil {
+		return x.Txid
+	}
+	return ""
+}
+
+func (x *MarkDoneRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MarkDoneRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type MarkDoneResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Transaction *Transaction           `protobuf:"bytes,1,opt,name=transaction,proto3" json:"transaction,omitempty"`
+	// The audit entry written; absent when the decision was already done.
+	Audit         *AuditEntry `protobuf:"bytes,2,opt,name=audit,proto3" json:"audit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkDoneResponse) Reset() {
+	*x = MarkDoneResponse{}
+	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkDoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkDoneResponse) ProtoMessage() {}
+
+func (x *MarkDoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkDoneResponse.ProtoReflect.Descriptor instead.
+func (*MarkDoneResponse) Descriptor() ([]byte, []int) {
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MarkDoneResponse) GetTransaction() *Transaction {
+	if x != nil {
+		return x.Transaction
+	}
+	return nil
+}
+
+func (x *MarkDoneResponse) GetAudit() *AuditEntry {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
 type AuditEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -780,7 +894,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +906,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[10]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +919,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuditEntry) GetSeq() uint64 {
@@ -887,7 +1001,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1013,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[11]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1026,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAuditRequest) GetLimit() uint32 {
@@ -971,7 +1085,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1097,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[12]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1110,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1070,7 +1184,7 @@ type ReloadConfigRequest struct {
 
 func (x *ReloadConfigRequest) Reset() {
 	*x = ReloadConfigRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1196,7 @@ func (x *ReloadConfigRequest) String() string {
 func (*ReloadConfigRequest) ProtoMessage() {}
 
 func (x *ReloadConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[13]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1209,7 @@ func (x *ReloadConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadConfigRequest.ProtoReflect.Descriptor instead.
 func (*ReloadConfigRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ReloadConfigResponse struct {
@@ -1111,7 +1225,7 @@ type ReloadConfigResponse struct {
 
 func (x *ReloadConfigResponse) Reset() {
 	*x = ReloadConfigResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1237,7 @@ func (x *ReloadConfigResponse) String() string {
 func (*ReloadConfigResponse) ProtoMessage() {}
 
 func (x *ReloadConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[14]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1250,7 @@ func (x *ReloadConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadConfigResponse.ProtoReflect.Descriptor instead.
 func (*ReloadConfigResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReloadConfigResponse) GetChanged() []string {
@@ -1161,7 +1275,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1287,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[15]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1300,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type SnapshotChunk struct {
@@ -1198,7 +1312,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1324,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[16]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1337,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1242,7 +1356,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1368,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[17]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1381,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RestoreSnapshotResponse) GetDecisions() uint64 {
@@ -1285,7 +1399,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1411,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[18]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1424,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type Member struct {
@@ -1328,7 +1442,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1454,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[19]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1467,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetId() string {
@@ -1414,7 +1528,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1540,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[20]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1553,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterStatusResponse) GetNodeId() string {
@@ -1544,7 +1658,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1670,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[21]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1683,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -1601,7 +1715,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1727,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[22]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1740,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type RemoveServerRequest struct {
@@ -1638,7 +1752,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1764,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[23]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1777,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -1681,7 +1795,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1807,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[24]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1820,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type TransferLeadershipRequest struct {
@@ -1718,7 +1832,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1844,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[25]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1857,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -1762,7 +1876,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1888,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[26]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1901,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipResponse) GetNewLeaderId() string {
@@ -1805,7 +1919,7 @@ type StoreDigestRequest struct {
 
 func (x *StoreDigestRequest) Reset() {
 	*x = StoreDigestRequest{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1931,7 @@ func (x *StoreDigestRequest) String() string {
 func (*StoreDigestRequest) ProtoMessage() {}
 
 func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[27]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1944,7 @@ func (x *StoreDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestRequest.ProtoReflect.Descriptor instead.
 func (*StoreDigestRequest) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type StoreDigestResponse struct {
@@ -1845,7 +1959,7 @@ type StoreDigestResponse struct {
 
 func (x *StoreDigestResponse) Reset() {
 	*x = StoreDigestResponse{}
-	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +1971,7 @@ func (x *StoreDigestResponse) String() string {
 func (*StoreDigestResponse) ProtoMessage() {}
 
 func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_txcoord_v1_admin_proto_msgTypes[28]
+	mi := &file_txcoord_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +1984,7 @@ func (x *StoreDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDigestResponse.ProtoReflect.Descriptor instead.
 func (*StoreDigestResponse) Descriptor() ([]byte, []int) {
-	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_txcoord_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StoreDigestResponse) GetNodeId() string {
@@ -1963,6 +2077,13 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x05actor\x18\x05 \x01(\tR\x05actor\"z\n" +
 	"\x0fResolveResponse\x129\n" +
 	"\vtransaction\x18\x01 \x01(\v2\x17.txcoord.v1.TransactionR\vtransaction\x12,\n" +
+	"\x05audit\x18\x02 \x01(\v2\x16.txcoord.v1.AuditEntryR\x05audit\"S\n" +
+	"\x0fMarkDoneRequest\x12\x12\n" +
+	"\x04txid\x18\x01 \x01(\tR\x04txid\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\"{\n" +
+	"\x10MarkDoneResponse\x129\n" +
+	"\vtransaction\x18\x01 \x01(\v2\x17.txcoord.v1.TransactionR\vtransaction\x12,\n" +
 	"\x05audit\x18\x02 \x01(\v2\x16.txcoord.v1.AuditEntryR\x05audit\"\xed\x01\n" +
 	"\n" +
 	"AuditEntry\x12\x10\n" +
@@ -2048,7 +2169,7 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x0eWILL_ROLL_BACK\x10\x02\x12\x0e\n" +
 	"\n" +
 	"LEFT_ALONE\x10\x03\x12\x0f\n" +
-	"\vIN_PROGRESS\x10\x042\x97\b\n" +
+	"\vIN_PROGRESS\x10\x042\xde\b\n" +
 	"\x05Admin\x12T\n" +
 	"\rClusterStatus\x12 .txcoord.v1.ClusterStatusRequest\x1a!.txcoord.v1.ClusterStatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.txcoord.v1.AddVoterRequest\x1a\x1c.txcoord.v1.AddVoterResponse\x12Q\n" +
@@ -2058,7 +2179,8 @@ const file_txcoord_v1_admin_proto_rawDesc = "" +
 	"\x10ListTransactions\x12#.txcoord.v1.ListTransactionsRequest\x1a$.txcoord.v1.ListTransactionsResponse\x12B\n" +
 	"\aInDoubt\x12\x1a.txcoord.v1.InDoubtRequest\x1a\x1b.txcoord.v1.InDoubtResponse\x12B\n" +
 	"\aRecover\x12\x1a.txcoord.v1.RecoverRequest\x1a\x1b.txcoord.v1.RecoverResponse\x12B\n" +
-	"\aResolve\x12\x1a.txcoord.v1.ResolveRequest\x1a\x1b.txcoord.v1.ResolveResponse\x12H\n" +
+	"\aResolve\x12\x1a.txcoord.v1.ResolveRequest\x1a\x1b.txcoord.v1.ResolveResponse\x12E\n" +
+	"\bMarkDone\x12\x1b.txcoord.v1.MarkDoneRequest\x1a\x1c.txcoord.v1.MarkDoneResponse\x12H\n" +
 	"\tListAudit\x12\x1c.txcoord.v1.ListAuditRequest\x1a\x1d.txcoord.v1.ListAuditResponse\x12Q\n" +
 	"\fReloadConfig\x12\x1f.txcoord.v1.ReloadConfigRequest\x1a .txcoord.v1.ReloadConfigResponse\x12L\n" +
 	"\fSaveSnapshot\x12\x1f.txcoord.v1.SaveSnapshotRequest\x1a\x19.txcoord.v1.SnapshotChunk0\x01\x12S\n" +
@@ -2077,7 +2199,7 @@ func file_txcoord_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_txcoord_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_txcoord_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_txcoord_v1_admin_proto_goTypes = []any{
 	(PlannedAction)(0),                 // 0: txcoord.v1.PlannedAction
 	(*ListTransactionsRequest)(nil),    // 1: txcoord.v1.ListTransactionsRequest
@@ -2090,82 +2212,88 @@ var file_txcoord_v1_admin_proto_goTypes = []any{
 	(*RecoverResponse)(nil),            // 8: txcoord.v1.RecoverResponse
 	(*ResolveRequest)(nil),             // 9: txcoord.v1.ResolveRequest
 	(*ResolveResponse)(nil),            // 10: txcoord.v1.ResolveResponse
-	(*AuditEntry)(nil),                 // 11: txcoord.v1.AuditEntry
-	(*ListAuditRequest)(nil),           // 12: txcoord.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 13: txcoord.v1.ListAuditResponse
-	(*ReloadConfigRequest)(nil),        // 14: txcoord.v1.ReloadConfigRequest
-	(*ReloadConfigResponse)(nil),       // 15: txcoord.v1.ReloadConfigResponse
-	(*SaveSnapshotRequest)(nil),        // 16: txcoord.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),              // 17: txcoord.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil),    // 18: txcoord.v1.RestoreSnapshotResponse
-	(*ClusterStatusRequest)(nil),       // 19: txcoord.v1.ClusterStatusRequest
-	(*Member)(nil),                     // 20: txcoord.v1.Member
-	(*ClusterStatusResponse)(nil),      // 21: txcoord.v1.ClusterStatusResponse
-	(*AddVoterRequest)(nil),            // 22: txcoord.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 23: txcoord.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 24: txcoord.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 25: txcoord.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 26: txcoord.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 27: txcoord.v1.TransferLeadershipResponse
-	(*StoreDigestRequest)(nil),         // 28: txcoord.v1.StoreDigestRequest
-	(*StoreDigestResponse)(nil),        // 29: txcoord.v1.StoreDigestResponse
-	nil,                                // 30: txcoord.v1.InDoubtResponse.UnreachableEntry
-	nil,                                // 31: txcoord.v1.RecoverResponse.UnreachableEntry
-	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
-	(*Transaction)(nil),                // 33: txcoord.v1.Transaction
-	(*timestamppb.Timestamp)(nil),      // 34: google.protobuf.Timestamp
-	(Outcome)(0),                       // 35: txcoord.v1.Outcome
+	(*MarkDoneRequest)(nil),            // 11: txcoord.v1.MarkDoneRequest
+	(*MarkDoneResponse)(nil),           // 12: txcoord.v1.MarkDoneResponse
+	(*AuditEntry)(nil),                 // 13: txcoord.v1.AuditEntry
+	(*ListAuditRequest)(nil),           // 14: txcoord.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 15: txcoord.v1.ListAuditResponse
+	(*ReloadConfigRequest)(nil),        // 16: txcoord.v1.ReloadConfigRequest
+	(*ReloadConfigResponse)(nil),       // 17: txcoord.v1.ReloadConfigResponse
+	(*SaveSnapshotRequest)(nil),        // 18: txcoord.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),              // 19: txcoord.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil),    // 20: txcoord.v1.RestoreSnapshotResponse
+	(*ClusterStatusRequest)(nil),       // 21: txcoord.v1.ClusterStatusRequest
+	(*Member)(nil),                     // 22: txcoord.v1.Member
+	(*ClusterStatusResponse)(nil),      // 23: txcoord.v1.ClusterStatusResponse
+	(*AddVoterRequest)(nil),            // 24: txcoord.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 25: txcoord.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 26: txcoord.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 27: txcoord.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 28: txcoord.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 29: txcoord.v1.TransferLeadershipResponse
+	(*StoreDigestRequest)(nil),         // 30: txcoord.v1.StoreDigestRequest
+	(*StoreDigestResponse)(nil),        // 31: txcoord.v1.StoreDigestResponse
+	nil,                                // 32: txcoord.v1.InDoubtResponse.UnreachableEntry
+	nil,                                // 33: txcoord.v1.RecoverResponse.UnreachableEntry
+	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
+	(*Transaction)(nil),                // 35: txcoord.v1.Transaction
+	(*timestamppb.Timestamp)(nil),      // 36: google.protobuf.Timestamp
+	(Outcome)(0),                       // 37: txcoord.v1.Outcome
 }
 var file_txcoord_v1_admin_proto_depIdxs = []int32{
-	32, // 0: txcoord.v1.ListTransactionsRequest.min_age:type_name -> google.protobuf.Duration
-	33, // 1: txcoord.v1.ListTransactionsResponse.transactions:type_name -> txcoord.v1.Transaction
+	34, // 0: txcoord.v1.ListTransactionsRequest.min_age:type_name -> google.protobuf.Duration
+	35, // 1: txcoord.v1.ListTransactionsResponse.transactions:type_name -> txcoord.v1.Transaction
 	0,  // 2: txcoord.v1.InDoubtBranch.action:type_name -> txcoord.v1.PlannedAction
-	34, // 3: txcoord.v1.InDoubtBranch.prepared_at:type_name -> google.protobuf.Timestamp
-	32, // 4: txcoord.v1.InDoubtBranch.age:type_name -> google.protobuf.Duration
+	36, // 3: txcoord.v1.InDoubtBranch.prepared_at:type_name -> google.protobuf.Timestamp
+	34, // 4: txcoord.v1.InDoubtBranch.age:type_name -> google.protobuf.Duration
 	3,  // 5: txcoord.v1.InDoubtResponse.branches:type_name -> txcoord.v1.InDoubtBranch
-	33, // 6: txcoord.v1.InDoubtResponse.undone:type_name -> txcoord.v1.Transaction
-	30, // 7: txcoord.v1.InDoubtResponse.unreachable:type_name -> txcoord.v1.InDoubtResponse.UnreachableEntry
+	35, // 6: txcoord.v1.InDoubtResponse.undone:type_name -> txcoord.v1.Transaction
+	32, // 7: txcoord.v1.InDoubtResponse.unreachable:type_name -> txcoord.v1.InDoubtResponse.UnreachableEntry
 	0,  // 8: txcoord.v1.RecoveryAction.action:type_name -> txcoord.v1.PlannedAction
 	7,  // 9: txcoord.v1.RecoverResponse.actions:type_name -> txcoord.v1.RecoveryAction
-	31, // 10: txcoord.v1.RecoverResponse.unreachable:type_name -> txcoord.v1.RecoverResponse.UnreachableEntry
-	35, // 11: txcoord.v1.ResolveRequest.outcome:type_name -> txcoord.v1.Outcome
-	33, // 12: txcoord.v1.ResolveResponse.transaction:type_name -> txcoord.v1.Transaction
-	11, // 13: txcoord.v1.ResolveResponse.audit:type_name -> txcoord.v1.AuditEntry
-	34, // 14: txcoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	11, // 15: txcoord.v1.ListAuditResponse.entries:type_name -> txcoord.v1.AuditEntry
-	34, // 16: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
-	20, // 17: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
-	19, // 18: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
-	22, // 19: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
-	24, // 20: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
-	26, // 21: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
-	28, // 22: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
-	1,  // 23: txcoord.v1.Admin.ListTransactions:input_type -> txcoord.v1.ListTransactionsRequest
-	4,  // 24: txcoord.v1.Admin.InDoubt:input_type -> txcoord.v1.InDoubtRequest
-	6,  // 25: txcoord.v1.Admin.Recover:input_type -> txcoord.v1.RecoverRequest
-	9,  // 26: txcoord.v1.Admin.Resolve:input_type -> txcoord.v1.ResolveRequest
-	12, // 27: txcoord.v1.Admin.ListAudit:input_type -> txcoord.v1.ListAuditRequest
-	14, // 28: txcoord.v1.Admin.ReloadConfig:input_type -> txcoord.v1.ReloadConfigRequest
-	16, // 29: txcoord.v1.Admin.SaveSnapshot:input_type -> txcoord.v1.SaveSnapshotRequest
-	17, // 30: txcoord.v1.Admin.RestoreSnapshot:input_type -> txcoord.v1.SnapshotChunk
-	21, // 31: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
-	23, // 32: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
-	25, // 33: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
-	27, // 34: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
-	29, // 35: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
-	2,  // 36: txcoord.v1.Admin.ListTransactions:output_type -> txcoord.v1.ListTransactionsResponse
-	5,  // 37: txcoord.v1.Admin.InDoubt:output_type -> txcoord.v1.InDoubtResponse
-	8,  // 38: txcoord.v1.Admin.Recover:output_type -> txcoord.v1.RecoverResponse
-	10, // 39: txcoord.v1.Admin.Resolve:output_type -> txcoord.v1.ResolveResponse
-	13, // 40: txcoord.v1.Admin.ListAudit:output_type -> txcoord.v1.ListAuditResponse
-	15, // 41: txcoord.v1.Admin.ReloadConfig:output_type -> txcoord.v1.ReloadConfigResponse
-	17, // 42: txcoord.v1.Admin.SaveSnapshot:output_type -> txcoord.v1.SnapshotChunk
-	18, // 43: txcoord.v1.Admin.RestoreSnapshot:output_type -> txcoord.v1.RestoreSnapshotResponse
-	31, // [31:44] is the sub-list for method output_type
-	18, // [18:31] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	33, // 10: txcoord.v1.RecoverResponse.unreachable:type_name -> txcoord.v1.RecoverResponse.UnreachableEntry
+	37, // 11: txcoord.v1.ResolveRequest.outcome:type_name -> txcoord.v1.Outcome
+	35, // 12: txcoord.v1.ResolveResponse.transaction:type_name -> txcoord.v1.Transaction
+	13, // 13: txcoord.v1.ResolveResponse.audit:type_name -> txcoord.v1.AuditEntry
+	35, // 14: txcoord.v1.MarkDoneResponse.transaction:type_name -> txcoord.v1.Transaction
+	13, // 15: txcoord.v1.MarkDoneResponse.audit:type_name -> txcoord.v1.AuditEntry
+	36, // 16: txcoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	13, // 17: txcoord.v1.ListAuditResponse.entries:type_name -> txcoord.v1.AuditEntry
+	36, // 18: txcoord.v1.ClusterStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	22, // 19: txcoord.v1.ClusterStatusResponse.members:type_name -> txcoord.v1.Member
+	21, // 20: txcoord.v1.Admin.ClusterStatus:input_type -> txcoord.v1.ClusterStatusRequest
+	24, // 21: txcoord.v1.Admin.AddVoter:input_type -> txcoord.v1.AddVoterRequest
+	26, // 22: txcoord.v1.Admin.RemoveServer:input_type -> txcoord.v1.RemoveServerRequest
+	28, // 23: txcoord.v1.Admin.TransferLeadership:input_type -> txcoord.v1.TransferLeadershipRequest
+	30, // 24: txcoord.v1.Admin.StoreDigest:input_type -> txcoord.v1.StoreDigestRequest
+	1,  // 25: txcoord.v1.Admin.ListTransactions:input_type -> txcoord.v1.ListTransactionsRequest
+	4,  // 26: txcoord.v1.Admin.InDoubt:input_type -> txcoord.v1.InDoubtRequest
+	6,  // 27: txcoord.v1.Admin.Recover:input_type -> txcoord.v1.RecoverRequest
+	9,  // 28: txcoord.v1.Admin.Resolve:input_type -> txcoord.v1.ResolveRequest
+	11, // 29: txcoord.v1.Admin.MarkDone:input_type -> txcoord.v1.MarkDoneRequest
+	14, // 30: txcoord.v1.Admin.ListAudit:input_type -> txcoord.v1.ListAuditRequest
+	16, // 31: txcoord.v1.Admin.ReloadConfig:input_type -> txcoord.v1.ReloadConfigRequest
+	18, // 32: txcoord.v1.Admin.SaveSnapshot:input_type -> txcoord.v1.SaveSnapshotRequest
+	19, // 33: txcoord.v1.Admin.RestoreSnapshot:input_type -> txcoord.v1.SnapshotChunk
+	23, // 34: txcoord.v1.Admin.ClusterStatus:output_type -> txcoord.v1.ClusterStatusResponse
+	25, // 35: txcoord.v1.Admin.AddVoter:output_type -> txcoord.v1.AddVoterResponse
+	27, // 36: txcoord.v1.Admin.RemoveServer:output_type -> txcoord.v1.RemoveServerResponse
+	29, // 37: txcoord.v1.Admin.TransferLeadership:output_type -> txcoord.v1.TransferLeadershipResponse
+	31, // 38: txcoord.v1.Admin.StoreDigest:output_type -> txcoord.v1.StoreDigestResponse
+	2,  // 39: txcoord.v1.Admin.ListTransactions:output_type -> txcoord.v1.ListTransactionsResponse
+	5,  // 40: txcoord.v1.Admin.InDoubt:output_type -> txcoord.v1.InDoubtResponse
+	8,  // 41: txcoord.v1.Admin.Recover:output_type -> txcoord.v1.RecoverResponse
+	10, // 42: txcoord.v1.Admin.Resolve:output_type -> txcoord.v1.ResolveResponse
+	12, // 43: txcoord.v1.Admin.MarkDone:output_type -> txcoord.v1.MarkDoneResponse
+	15, // 44: txcoord.v1.Admin.ListAudit:output_type -> txcoord.v1.ListAuditResponse
+	17, // 45: txcoord.v1.Admin.ReloadConfig:output_type -> txcoord.v1.ReloadConfigResponse
+	19, // 46: txcoord.v1.Admin.SaveSnapshot:output_type -> txcoord.v1.SnapshotChunk
+	20, // 47: txcoord.v1.Admin.RestoreSnapshot:output_type -> txcoord.v1.RestoreSnapshotResponse
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_txcoord_v1_admin_proto_init() }
@@ -2180,7 +2308,7 @@ func file_txcoord_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_txcoord_v1_admin_proto_rawDesc), len(file_txcoord_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Admin_InDoubt_FullMethodName            = "/txcoord.v1.Admin/InDoubt"
 	Admin_Recover_FullMethodName            = "/txcoord.v1.Admin/Recover"
 	Admin_Resolve_FullMethodName            = "/txcoord.v1.Admin/Resolve"
+	Admin_MarkDone_FullMethodName           = "/txcoord.v1.Admin/MarkDone"
 	Admin_ListAudit_FullMethodName          = "/txcoord.v1.Admin/ListAudit"
 	Admin_ReloadConfig_FullMethodName       = "/txcoord.v1.Admin/ReloadConfig"
 	Admin_SaveSnapshot_FullMethodName       = "/txcoord.v1.Admin/SaveSnapshot"
@@ -70,6 +71,12 @@ type AdminClient interface {
 	// cannot resolve itself. It refuses to contradict a logged decision
 	// unless force is set. Every use is written to the audit trail.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
+	// MarkDone closes a logged decision that recovery cannot carry out (a
+	// COMMIT whose branch a database no longer holds prepared, after an
+	// operator repaired the data by hand): it is marked done, so recovery
+	// stops driving it and retention forgets it. Refused while any of its
+	// branches is still prepared. Audited (MARK_DONE).
+	MarkDone(ctx context.Context, in *MarkDoneRequest, opts ...grpc.CallOption) (*MarkDoneResponse, error)
 	// ListAudit returns the audit trail (oldest first), filtered, and whether
 	// its hash chain verifies (always over the whole trail).
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
@@ -184,6 +191,16 @@ func (c *adminClient) Resolve(ctx context.Context, in *ResolveRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) MarkDone(ctx context.Context, in *MarkDoneRequest, opts ...grpc.CallOption) (*MarkDoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MarkDoneResponse)
+	err := c.cc.Invoke(ctx, Admin_MarkDone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditResponse)
@@ -270,6 +287,12 @@ type AdminServer interface {
 	// cannot resolve itself. It refuses to contradict a logged decision
 	// unless force is set. Every use is written to the audit trail.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
+	// MarkDone closes a logged decision that recovery cannot carry out (a
+	// COMMIT whose branch a database no longer holds prepared, after an
+	// operator repaired the data by hand): it is marked done, so recovery
+	// stops driving it and retention forgets it. Refused while any of its
+	// branches is still prepared. Audited (MARK_DONE).
+	MarkDone(context.Context, *MarkDoneRequest) (*MarkDoneResponse, error)
 	// ListAudit returns the audit trail (oldest first), filtered, and whether
 	// its hash chain verifies (always over the whole trail).
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
@@ -320,6 +343,9 @@ func (UnimplementedAdminServer) Recover(context.Context, *RecoverRequest) (*Reco
 }
 func (UnimplementedAdminServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Resolve not implemented")
+}
+func (UnimplementedAdminServer) MarkDone(context.Context, *MarkDoneRequest) (*MarkDoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MarkDone not implemented")
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
@@ -516,6 +542,24 @@ func _Admin_Resolve_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_MarkDone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MarkDoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MarkDone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MarkDone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MarkDone(ctx, req.(*MarkDoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditRequest)
 	if err := dec(in); err != nil {
@@ -612,6 +656,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Resolve",
 			Handler:    _Admin_Resolve_Handler,
+		},
+		{
+			MethodName: "MarkDone",
+			Handler:    _Admin_MarkDone_Handler,
 		},
 		{
 			MethodName: "ListAudit",
