@@ -502,11 +502,41 @@ var gidSeq struct {
 	n int
 }
 
+// testGID returns a fresh GID and, when the test ends, rolls back a
+// prepared transaction it may have left under that GID (a failing test
+// stops before its own cleanup): a prepared transaction left behind holds
+// back the database's xmin horizon, so VACUUM stops removing dead rows and
+// every later test and benchmark on the database slows down.
 func testGID(t testing.TB, name string) string {
 	gidSeq.Lock()
-	defer gidSeq.Unlock()
 	gidSeq.n++
-	return fmt.Sprintf("pgt-%d-%d:%s:%d", os.Getpid(), time.Now().UnixNano()%1e9, name, gidSeq.n)
+	gid := fmt.Sprintf("pgt-%d-%d:%s:%d", os.Getpid(), time.Now().UnixNano()%1e9, name, gidSeq.n)
+	gidSeq.Unlock()
+	if dsn := os.Getenv(dsnEnv); dsn != "" {
+		t.Cleanup(func() { rollbackLeftover(t, dsn, gid) })
+	}
+	return gid
+}
+
+// rollbackLeftover rolls back gid if it is still prepared.
+func rollbackLeftover(t testing.TB, dsn, gid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Logf("cleanup of %s: %v", gid, err)
+		return
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()`, gid).Scan(&n); err != nil || n == 0 {
+		return
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK PREPARED "+quoteLiteral(gid)); err != nil {
+		t.Logf("cleanup: ROLLBACK PREPARED %s: %v", gid, err)
+		return
+	}
+	t.Logf("cleanup: rolled back %s, left prepared by the test", gid)
 }
 
 func sqlOp(sql string, args ...any) participants.Operation {
