@@ -150,28 +150,26 @@ func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, rea
 		outcome = wal.OutcomeCommit
 	}
 	// The participants that hold a prepared branch of txid now.
+	names := c.participantList()
+	held, err := c.preparedBranches(ctx, txid, names)
+	if err != nil {
+		return nil, nil, err
+	}
 	var parts []string
 	var receipts map[string]string
-	for name, p := range c.parts {
-		lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-		bs, err := p.InDoubt(lctx, c.GID(txid, name))
-		cancel()
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: list %q: %v", ErrUnavailable, name, err)
+	for _, name := range names {
+		b, ok := held[name]
+		if !ok {
+			continue
 		}
-		for _, b := range bs {
-			if b.GID == c.GID(txid, name) {
-				parts = append(parts, name)
-				if b.Receipt != "" {
-					if receipts == nil {
-						receipts = map[string]string{}
-					}
-					receipts[name] = b.Receipt
-				}
+		parts = append(parts, name)
+		if b.Receipt != "" {
+			if receipts == nil {
+				receipts = map[string]string{}
 			}
+			receipts[name] = b.Receipt
 		}
 	}
-	sort.Strings(parts)
 	prev, err := c.store.Get(txid)
 	if err != nil {
 		return nil, nil, err
@@ -386,19 +384,13 @@ func (c *Coordinator) MarkDone(ctx context.Context, txid, reason, actor string) 
 		return nil, nil, fmt.Errorf("%w: no decision is logged for %s", ErrNotFound, txid)
 	}
 	if !rec.Done {
+		held, err := c.preparedBranches(ctx, txid, rec.Participants)
+		if err != nil {
+			return nil, nil, err
+		}
 		var prepared []string
 		for _, name := range rec.Participants {
-			p, ok := c.parts[name]
-			if !ok {
-				return nil, nil, fmt.Errorf("%w: participant %q of the decision is not configured on this node, so whether its branch is prepared cannot be checked", ErrUnavailable, name)
-			}
-			lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
-			bs, err := p.InDoubt(lctx, c.GID(txid, name))
-			cancel()
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: list %q: %v", ErrUnavailable, name, err)
-			}
-			if slices.ContainsFunc(bs, func(b participants.InDoubtBranch) bool { return b.GID == c.GID(txid, name) }) {
+			if _, ok := held[name]; ok {
 				prepared = append(prepared, name)
 			}
 		}
@@ -428,4 +420,31 @@ func (c *Coordinator) MarkDone(ctx context.Context, txid, reason, actor string) 
 		entry = &entries[0]
 	}
 	return info, entry, nil
+}
+
+// preparedBranches asks each named participant whether it holds txid's
+// branch prepared now, and returns the branches that are, by participant.
+// A participant that is not configured here or cannot be listed is an
+// error wrapping ErrUnavailable: nothing is guessed.
+func (c *Coordinator) preparedBranches(ctx context.Context, txid string, names []string) (map[string]participants.InDoubtBranch, error) {
+	held := map[string]participants.InDoubtBranch{}
+	for _, name := range names {
+		p, ok := c.parts[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: participant %q is not configured on this node, so whether it holds %s's branch prepared cannot be checked", ErrUnavailable, name, txid)
+		}
+		gid := c.GID(txid, name)
+		lctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		bs, err := p.InDoubt(lctx, gid)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: list %q: %v", ErrUnavailable, name, err)
+		}
+		for _, b := range bs {
+			if b.GID == gid {
+				held[name] = b
+			}
+		}
+	}
+	return held, nil
 }

@@ -23,12 +23,7 @@ func TestRunMovesOffDeadNode(t *testing.T) {
 	s := openStores(t)
 	c.startAll()
 	leader := c.leader()
-	var survivors []*proc
-	for _, p := range c.procs {
-		if p != leader {
-			survivors = append(survivors, p)
-		}
-	}
+	survivors := c.others(leader)
 	// The leader first, so that the client talks to it.
 	cl := c.dial(append([]*proc{leader}, survivors...)...)
 	runCommitted(t, cl, c.id+"-before")
@@ -74,12 +69,7 @@ func TestRunMovesOffHungNode(t *testing.T) {
 	s := openStores(t)
 	c.startAll()
 	leader := c.leader()
-	var survivors []*proc
-	for _, p := range c.procs {
-		if p != leader {
-			survivors = append(survivors, p)
-		}
-	}
+	survivors := c.others(leader)
 	cl := c.dial(append([]*proc{leader}, survivors...)...)
 	runCommitted(t, cl, c.id+"-before")
 

@@ -99,12 +99,7 @@ func TestLeaderKilledAtFailpoint(t *testing.T) {
 				t.Fatalf("nothing prepared right after a kill at %s", tc.failpoint)
 			}
 
-			var survivors []*proc
-			for _, p := range c.procs {
-				if p != leader {
-					survivors = append(survivors, p)
-				}
-			}
+			survivors := c.others(leader)
 			f := watchFailover(t, c, s, survivors, tx.ID(), killedAt, 20*time.Second)
 			report(t, "kill→elected %s, →serving %s, →stores clean %s, →decision final %s, →nothing in doubt %s (default raft timeouts)",
 				ms(f.elected), ms(f.serving), ms(f.clean), ms(f.final), ms(f.resolved))

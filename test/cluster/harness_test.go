@@ -531,6 +531,17 @@ func (c *cluster) leaderAmong(bound time.Duration, among ...*proc) (*proc, time.
 }
 
 // leader waits for a ready leader among the running nodes.
+// others returns the cluster's processes other than p, in order.
+func (c *cluster) others(p *proc) []*proc {
+	var out []*proc
+	for _, q := range c.procs {
+		if q != p {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
 func (c *cluster) leader() *proc {
 	c.t.Helper()
 	p, _ := c.leaderAmong(30*time.Second, c.live()...)
