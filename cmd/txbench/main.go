@@ -41,6 +41,14 @@ chart where asked, and last, one line per workload at concurrency 32:
 (ratio = txcoord_tps / baseline_tps, the median of the rounds' ratios;
 latencies are txcoord's, committed transactions only, retries included).
 
+--floor adds a third side to each round: the txcoord side's transactions
+committed by txbench itself through the participant adapters txcoord uses
+(same pipelining, receipts, parallel prepare and commit, one-phase commit),
+with no coordinator, no Raft and no gRPC. Its throughput over the baseline's
+is the ceiling: the best ratio any coordinator using these adapters could
+reach on this machine. Its lines come before the bench lines:
+  floor: workload=W c=C floor_tps=F ceiling=F/B txcoord_of_floor=T/F
+
 --hold N also holds N transactions open (max_active is set to N) and reports
 the leader's memory and what the next Begin gets.
 
@@ -54,6 +62,7 @@ Examples:
   bin/txbench --start --json .data/bench.json --chart .data/bench.png
   bin/txbench --start --workload pg-pg --concurrency 1 --ack applied,decision
   bin/txbench --start --workload single --concurrency 1 --rounds 1 --hold 10000
+  bin/txbench --start --workload pg-pg --concurrency 32 --floor
 
 Flags:
 `
@@ -80,6 +89,7 @@ func main() {
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time before each measurement")
 	fs.IntVar(&cfg.Accounts, "accounts", cfg.Accounts, "rows/records per store (fewer means more conflicts)")
 	fs.BoolVar(&cfg.Baseline, "baseline", cfg.Baseline, "also measure the non-atomic baseline")
+	fs.BoolVar(&cfg.Floor, "floor", cfg.Floor, "also measure the floor: the same transactions committed by txbench through txcoord's participant adapters, no coordinator (ack=applied only)")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the account choices")
 	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "re-runs of an aborted transfer (conflict, NO vote)")
 	fs.IntVar(&cfg.Hold, "hold", 0, "also hold this many transactions open and measure memory and the max_active refusal")
@@ -142,7 +152,7 @@ func main() {
 				failed = true
 			}
 		}
-		for _, line := range rep.FinalLines() {
+		for _, line := range append(rep.FloorLines(), rep.FinalLines()...) {
 			fmt.Fprintln(out, line)
 		}
 	}

@@ -81,7 +81,12 @@ type Config struct {
 	Warmup     time.Duration // run before each measurement, not counted
 	Accounts   int           // rows/records per store the workloads spread over
 	Baseline   bool          // measure the baseline too
-	Seed       uint64
+	// Floor also measures the floor: the txcoord side's transactions
+	// committed by txbench itself through the participant adapters, with
+	// no coordinator (floor.go); reported as floor TPS, the ceiling (floor
+	// / baseline) and txcoord / floor.
+	Floor bool
+	Seed  uint64
 	// Retries: an aborted transfer (a conflict, a NO vote) is run again up
 	// to this many times, as an application would; the latency of a
 	// transfer includes its retries.
@@ -227,6 +232,7 @@ type env struct {
 	c        *client.Client
 	pgA, pgB *pgxpool.Pool
 	surreal  []*demo.SurrealConn // one per baseline worker
+	floor    *floorEnv           // with Config.Floor
 }
 
 // surrealConn returns the worker's SurrealDB connection, redialled if a
@@ -278,6 +284,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer c.Close()
 	e := &env{cfg: cfg, c: c}
+	if cfg.Floor {
+		if e.floor, err = openFloor(ctx, cfg); err != nil {
+			return nil, err
+		}
+		defer e.floor.close()
+	}
 	if e.pgA, err = demo.OpenPG(ctx, cfg.Stores.PGDSNA, int32(maxC+2)); err != nil {
 		return nil, err
 	}
@@ -364,20 +376,38 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				say("%s", b.detail("baseline"))
 				rr.Baseline = &b
 			}
-			// A B in odd rounds, B A in even ones: drift of the machine
-			// (other load, table bloat) then falls on both sides alike.
+			runFloor := func() {
+				if e.floor == nil || r.Ack != AckApplied {
+					return // the floor has no decision to acknowledge early
+				}
+				say("round %d/%d %s c=%d: floor (adapters, no coordinator), %s warmup + %s", round, cfg.Rounds, r.Workload, r.Concurrency, cfg.Warmup, cfg.Duration)
+				f := drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, cfg.Retries, newMon(),
+					func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {
+						return w.floor(ctx, e.floor, rnd)
+					})
+				say("%s", f.detail("floor"))
+				rr.Floor = &f
+			}
+			// A B (F) in odd rounds, (F) B A in even ones: drift of the
+			// machine (other load, table bloat) then falls on every side alike.
 			switch {
 			case !cfg.Baseline:
 				runTx()
+				runFloor()
 			case round%2 == 1:
 				runTx()
 				runBase()
+				runFloor()
 			default:
+				runFloor()
 				runBase()
 				runTx()
 			}
 			if rr.Baseline != nil {
 				rr.Ratio = ratio(rr.Txcoord.TPS, rr.Baseline.TPS)
+				if rr.Floor != nil {
+					rr.Ceiling = ratio(rr.Floor.TPS, rr.Baseline.TPS)
+				}
 			}
 			r.Rounds = append(r.Rounds, rr)
 			r.summarize()

@@ -309,7 +309,8 @@ func TestChart(t *testing.T) {
 	for _, ack := range []string{AckApplied, AckDecision} {
 		for _, c := range []int{1, 8, 32} {
 			rep.Results = append(rep.Results, Result{Workload: "pg-pg", Ack: ack, Concurrency: c,
-				Txcoord: Stats{TPS: float64(10 * c), P99Ms: 5}, Baseline: &Stats{TPS: float64(30 * c), P99Ms: 2}})
+				Txcoord: Stats{TPS: float64(10 * c), P99Ms: 5}, Baseline: &Stats{TPS: float64(30 * c), P99Ms: 2},
+				Floor: &Stats{TPS: float64(20 * c), P99Ms: 3}})
 		}
 	}
 	var buf bytes.Buffer

@@ -16,7 +16,8 @@ import (
 
 // WriteChart draws the report as a PNG: one row per workload, throughput
 // (left) and p99 latency (right) against concurrency, txcoord (one line per
-// acknowledgement mode) against the baseline. Points are the medians of the
+// acknowledgement mode) against the baseline and, when measured, the floor
+// (the adapters without a coordinator). Points are the medians of the
 // rounds.
 func (r *Report) WriteChart(w io.Writer) error {
 	var workloads []string
@@ -33,9 +34,10 @@ func (r *Report) WriteChart(w io.Writer) error {
 		ticks = append(ticks, plot.Tick{Value: float64(c), Label: strconv.Itoa(c)})
 	}
 	colors := map[string]color.Color{
-		"baseline":             color.RGBA{R: 120, G: 120, B: 120, A: 255},
-		"txcoord":              color.RGBA{R: 31, G: 119, B: 180, A: 255},
-		"txcoord ack=decision": color.RGBA{R: 214, G: 39, B: 40, A: 255},
+		"baseline":               color.RGBA{R: 120, G: 120, B: 120, A: 255},
+		"txcoord":                color.RGBA{R: 31, G: 119, B: 180, A: 255},
+		"txcoord ack=decision":   color.RGBA{R: 214, G: 39, B: 40, A: 255},
+		"floor (no coordinator)": color.RGBA{R: 44, G: 160, B: 44, A: 255},
 	}
 	rows := make([][]*plot.Plot, len(workloads))
 	for i, wl := range workloads {
@@ -64,7 +66,7 @@ func (r *Report) WriteChart(w io.Writer) error {
 			v[1] = append(v[1], plotter.XY{X: float64(c), Y: s.P99Ms})
 			series[name] = v
 		}
-		baseDone := map[int]bool{}
+		baseDone, floorDone := map[int]bool{}, map[int]bool{}
 		for _, x := range r.Results {
 			if x.Workload != wl {
 				continue
@@ -78,6 +80,10 @@ func (r *Report) WriteChart(w io.Writer) error {
 				baseDone[x.Concurrency] = true
 				add("baseline", x.Concurrency, *x.Baseline)
 			}
+			if x.Floor != nil && !floorDone[x.Concurrency] {
+				floorDone[x.Concurrency] = true
+				add("floor (no coordinator)", x.Concurrency, *x.Floor)
+			}
 		}
 		for _, name := range order {
 			for k, p := range []*plot.Plot{tps, p99} {
@@ -90,8 +96,11 @@ func (r *Report) WriteChart(w io.Writer) error {
 				c := colors[name]
 				l.Color, s.Color = c, c
 				l.Width = vg.Points(1.5)
-				if name == "baseline" {
+				switch name {
+				case "baseline":
 					l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+				case "floor (no coordinator)":
+					l.Dashes = []vg.Length{vg.Points(1.5), vg.Points(2)}
 				}
 				p.Add(l, s)
 				p.Legend.Add(name, l, s)

@@ -29,11 +29,12 @@ type Settings struct {
 	Accounts    int      `json:"accounts"`
 	Retries     int      `json:"retries"`
 	MaxConns    int      `json:"max_conns,omitempty"`
+	Floor       bool     `json:"floor,omitempty"`
 }
 
 func settingsOf(c Config) Settings {
 	s := Settings{Workloads: c.Workloads, Concurrency: c.Concurrency, Acks: c.Acks, DecisionAt: c.DecisionAt, Rounds: c.Rounds,
-		DurationSec: c.Duration.Seconds(), WarmupSec: c.Warmup.Seconds(), Accounts: c.Accounts, Retries: c.Retries, MaxConns: c.MaxConns}
+		DurationSec: c.Duration.Seconds(), WarmupSec: c.Warmup.Seconds(), Accounts: c.Accounts, Retries: c.Retries, MaxConns: c.MaxConns, Floor: c.Floor}
 	if c.Start {
 		s.Nodes = c.Nodes
 	}
@@ -59,7 +60,22 @@ func (r *Report) WriteTable(w io.Writer) {
 			t.CoordCPUPer1k, t.LeaderCPUPer1k, t.PGCPUPer1k, b.PGCPUPer1k, t.SurrealCPUPer1k, t.ClientCPUPer1k, b.ClientCPUPer1k, t.LeaderPeakRSSMiB, 100*t.MachineBusy)
 	}
 	tw.Flush()
+	if r.Settings.Floor {
+		fmt.Fprintln(w, "floor: the same transactions committed by txbench through the participant adapters, no coordinator; ceiling = floor/baseline, the best ratio any coordinator using them could reach here")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "workload\tc\tfloor tps\tceiling\ttxcoord/floor\tfloor p50 ms\tfloor p99 ms\tpg cpu s/1k\tsurreal cpu s/1k\tclient cpu s/1k\t")
+		for _, x := range r.Results {
+			if f := x.Floor; f != nil {
+				fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.3f\t%.3f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+					x.Workload, x.Concurrency, f.TPS, x.Ceiling, x.OfFloor, f.P50Ms, f.P99Ms, f.PGCPUPer1k, f.SurrealCPUPer1k, f.ClientCPUPer1k)
+			}
+		}
+		tw.Flush()
+	}
 	for _, x := range r.Results {
+		if x.Floor != nil && x.Floor.FirstError != "" {
+			fmt.Fprintf(w, "first floor error, %s c=%d: %s\n", x.Workload, x.Concurrency, x.Floor.FirstError)
+		}
 		if x.Txcoord.FirstError != "" {
 			fmt.Fprintf(w, "first error, %s ack=%s c=%d: %s\n", x.Workload, x.Ack, x.Concurrency, x.Txcoord.FirstError)
 		}
@@ -78,6 +94,27 @@ func (r *Report) WriteTable(w io.Writer) {
 // the first measured).
 func (r *Report) FinalLines() []string {
 	var out []string
+	for _, x := range r.finalResults() {
+		out = append(out, x.Line())
+	}
+	return out
+}
+
+// FloorLines are the `floor:` lines of the same results as FinalLines,
+// for the workloads whose floor was measured.
+func (r *Report) FloorLines() []string {
+	var out []string
+	for _, x := range r.finalResults() {
+		if l := x.FloorLine(); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// finalResults picks, per workload, the result the final lines report.
+func (r *Report) finalResults() []Result {
+	var out []Result
 	if len(r.Settings.Acks) == 0 {
 		return nil
 	}
@@ -96,7 +133,7 @@ func (r *Report) FinalLines() []string {
 			}
 		}
 		if best >= 0 {
-			out = append(out, r.Results[best].Line())
+			out = append(out, r.Results[best])
 		}
 	}
 	return out

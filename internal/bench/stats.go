@@ -59,11 +59,16 @@ func (s *Stats) setUsage(u Usage, cpus int) {
 	}
 }
 
-// Round is one A/B pair: txcoord and the baseline measured back to back.
+// Round is one A/B pair: txcoord and the baseline measured back to back
+// (and the floor after them, or before in B A rounds).
 type Round struct {
 	Txcoord  Stats   `json:"txcoord"`
 	Baseline *Stats  `json:"baseline,omitempty"`
 	Ratio    float64 `json:"ratio"`
+	// Floor: the same transactions committed through the adapters with no
+	// coordinator (floor.go); Ceiling = floor TPS / baseline TPS.
+	Floor   *Stats  `json:"floor,omitempty"`
+	Ceiling float64 `json:"ceiling,omitempty"`
 }
 
 // Result is one workload, acknowledgement mode and concurrency: txcoord
@@ -80,19 +85,40 @@ type Result struct {
 	Ratio    float64 `json:"ratio"`
 	RatioMin float64 `json:"ratio_min"`
 	RatioMax float64 `json:"ratio_max"`
-	Rounds   []Round `json:"rounds"`
+	// Floor holds the floor's medians (nil without --floor); Ceiling is
+	// the median of the rounds' floor TPS / baseline TPS: the best ratio
+	// a coordinator using these adapters could reach here. OfFloor is the
+	// median of txcoord TPS / floor TPS: the share of the participants'
+	// own throughput txcoord keeps.
+	Floor   *Stats  `json:"floor,omitempty"`
+	Ceiling float64 `json:"ceiling,omitempty"`
+	OfFloor float64 `json:"of_floor,omitempty"`
+	Rounds  []Round `json:"rounds"`
 }
 
 // summarize recomputes the medians from the rounds.
 func (r *Result) summarize() {
-	var tx, base []Stats
-	var ratios []float64
+	var tx, base, floor []Stats
+	var ratios, ceilings, ofFloor []float64
 	for _, rr := range r.Rounds {
 		tx = append(tx, rr.Txcoord)
 		if rr.Baseline != nil {
 			base = append(base, *rr.Baseline)
 			ratios = append(ratios, rr.Ratio)
 		}
+		if rr.Floor != nil {
+			floor = append(floor, *rr.Floor)
+			ofFloor = append(ofFloor, ratio(rr.Txcoord.TPS, rr.Floor.TPS))
+			if rr.Baseline != nil {
+				ceilings = append(ceilings, rr.Ceiling)
+			}
+		}
+	}
+	r.Floor = nil
+	if len(floor) > 0 {
+		f := medianStats(floor)
+		r.Floor = &f
+		r.Ceiling, r.OfFloor = median(ceilings), median(ofFloor)
 	}
 	r.Txcoord = medianStats(tx)
 	r.Baseline = nil
@@ -209,6 +235,15 @@ func (r Result) Line() string {
 	}
 	return fmt.Sprintf("bench: workload=%s c=%d txcoord_tps=%.1f baseline_tps=%.1f ratio=%.3f p50_ms=%.2f p99_ms=%.2f",
 		r.Workload, r.Concurrency, r.Txcoord.TPS, base, r.Ratio, r.Txcoord.P50Ms, r.Txcoord.P99Ms)
+}
+
+// FloorLine is the floor's one-line result (medians), "" without one.
+func (r Result) FloorLine() string {
+	if r.Floor == nil {
+		return ""
+	}
+	return fmt.Sprintf("floor: workload=%s c=%d floor_tps=%.1f ceiling=%.3f txcoord_of_floor=%.3f",
+		r.Workload, r.Concurrency, r.Floor.TPS, r.Ceiling, r.OfFloor)
 }
 
 // detail is a human line for one side of a result.

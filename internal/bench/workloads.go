@@ -7,14 +7,18 @@ import (
 
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/demo"
+	"github.com/txcoord/txcoord/participants"
 )
 
 // workload is one benchmark: its setup, one transaction through txcoord,
-// and the same writes done directly (the baseline).
+// the same writes done directly (the baseline), and the same transaction
+// committed through the adapters without a coordinator (the floor, see
+// floor.go).
 type workload struct {
 	setup    func(ctx context.Context, e *env) error
 	txcoord  func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error)
 	baseline func(ctx context.Context, e *env, worker int, rnd *rand.Rand) (outcome, error)
+	floor    func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error)
 }
 
 const (
@@ -64,6 +68,26 @@ var workloads = map[string]workload{
 			}
 			return classify(tx.Commit(ctx))
 		},
+		floor: func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error) {
+			pid, sid := rnd.Int64N(int64(f.accounts)), rnd.Int64N(int64(f.accounts))
+			t := f.begin(ctx)
+			if _, err := t.exec(f.pgA, participants.Operation{Kind: participants.OpSQL, SQL: sqlDebit, Args: []any{pid}}); err != nil {
+				return t.fail(err)
+			}
+			rid := participants.RecordID{Table: surrealTable, ID: sid}
+			res, err := t.exec(f.surreal, participants.Operation{Kind: participants.OpRead, Record: rid})
+			if err != nil {
+				return t.fail(err)
+			}
+			bal, err := floorBalance(res)
+			if err != nil {
+				return t.fail(err)
+			}
+			if _, err := t.exec(f.surreal, participants.Operation{Kind: participants.OpMerge, Record: rid, Content: map[string]any{"balance": bal + 1}}); err != nil {
+				return t.fail(err)
+			}
+			return t.commit()
+		},
 		baseline: func(ctx context.Context, e *env, worker int, rnd *rand.Rand) (outcome, error) {
 			pid, sid := rnd.Int64N(int64(e.cfg.Accounts)), rnd.Int64N(int64(e.cfg.Accounts))
 			if _, err := e.pgA.Exec(ctx, sqlDebit, pid); err != nil {
@@ -95,6 +119,17 @@ var workloads = map[string]workload{
 				client.On(e.cfg.PGB, client.SQL(sqlCredit, b)))
 			return classify(err)
 		},
+		floor: func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error) {
+			a, b := rnd.Int64N(int64(f.accounts)), rnd.Int64N(int64(f.accounts))
+			t := f.begin(ctx)
+			if err := t.queue(f.pgA, participants.Operation{Kind: participants.OpSQL, SQL: sqlDebit, Args: []any{a}}); err != nil {
+				return t.fail(err)
+			}
+			if err := t.queue(f.pgB, participants.Operation{Kind: participants.OpSQL, SQL: sqlCredit, Args: []any{b}}); err != nil {
+				return t.fail(err)
+			}
+			return t.commit()
+		},
 		baseline: func(ctx context.Context, e *env, _ int, rnd *rand.Rand) (outcome, error) {
 			a, b := rnd.Int64N(int64(e.cfg.Accounts)), rnd.Int64N(int64(e.cfg.Accounts))
 			if _, err := e.pgA.Exec(ctx, sqlDebit, a); err != nil {
@@ -114,6 +149,13 @@ var workloads = map[string]workload{
 			_, _, err := e.c.Run(ctx, opts,
 				client.On(e.cfg.PGA, client.SQL(sqlCredit, rnd.Int64N(int64(e.cfg.Accounts)))))
 			return classify(err)
+		},
+		floor: func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error) {
+			t := f.begin(ctx)
+			if err := t.queue(f.pgA, participants.Operation{Kind: participants.OpSQL, SQL: sqlCredit, Args: []any{rnd.Int64N(int64(f.accounts))}}); err != nil {
+				return t.fail(err)
+			}
+			return t.commit()
 		},
 		baseline: func(ctx context.Context, e *env, _ int, rnd *rand.Rand) (outcome, error) {
 			if _, err := e.pgA.Exec(ctx, sqlCredit, rnd.Int64N(int64(e.cfg.Accounts))); err != nil {
