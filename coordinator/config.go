@@ -70,6 +70,11 @@ type Config struct {
 	// FutureTimeout bounds waiting for any Raft operation (apply, barrier,
 	// membership change); past it the outcome counts as unknown.
 	FutureTimeout time.Duration
+	// DecisionLinger is how long a flight of decisions may wait for the
+	// decisions of transactions still preparing on this node, so that one
+	// Raft entry carries more of them (decide.go). 0 never waits. A
+	// transaction that decides alone never waits.
+	DecisionLinger time.Duration
 
 	// RecoveryInterval is the period of the in-doubt scan of participants.
 	RecoveryInterval time.Duration
@@ -139,6 +144,7 @@ func DefaultConfig() Config {
 		RetryMax:            2 * time.Second,
 		CallTimeout:         5 * time.Second,
 		FutureTimeout:       15 * time.Second,
+		DecisionLinger:      20 * time.Millisecond,
 		RecoveryInterval:    5 * time.Second,
 		RecoveryStartupWait: 30 * time.Second,
 		Retention:           24 * time.Hour,
@@ -146,6 +152,10 @@ func DefaultConfig() Config {
 		RecentFinished:      10000,
 	}
 }
+
+// MaxDecisionLinger caps DecisionLinger: a decision waits at most this
+// long for others before it is sent.
+const MaxDecisionLinger = 100 * time.Millisecond
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
@@ -172,6 +182,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be > 0 (got %s)", name, d))
 		}
+	}
+	if c.DecisionLinger < 0 || c.DecisionLinger > MaxDecisionLinger {
+		errs = append(errs, fmt.Errorf("decision_linger must be between 0 (off) and %s (got %s)", MaxDecisionLinger, c.DecisionLinger))
 	}
 	if c.AuditRetention < 0 {
 		errs = append(errs, fmt.Errorf("audit_retention must be >= 0 (0 keeps every entry; got %s)", c.AuditRetention))

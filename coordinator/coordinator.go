@@ -216,8 +216,11 @@ type Coordinator struct {
 	draining atomic.Bool
 	doneCh   chan string // txids whose phase two finished, to be marked done
 	decideQ  chan decideReq
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// preparing counts this node's transactions between the start of their
+	// prepare phase and their decision (decide.go: flights linger for them).
+	preparing atomic.Int64
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // New builds a Coordinator. Start must be called before it serves.

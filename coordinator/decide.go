@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/txcoord/txcoord/wal"
 )
@@ -13,6 +14,22 @@ import (
 // transaction, on every node — carries many decisions for the per-entry
 // cost of one. A decision that finds no flight in progress goes at once,
 // so a lone transaction waits for nothing.
+
+// A small flight may linger (Config.DecisionLinger): when it would leave
+// with fewer than lingerFlight decisions while other transactions of this
+// node are still preparing, it waits for their decisions — until it holds
+// lingerFlight, none is preparing any more, or the linger is over. Each
+// Raft entry costs a log append, replication and a decision-store
+// transaction on every node, two fdatasyncs each, whatever it carries;
+// when decisions arrive spread out (a few hundred a second behind slow
+// participants) most flights carried one or two, and those fixed costs
+// were most of the coordinators' CPU. A flight that is already large
+// gains little from more and does not wait (measured: waiting there only
+// added latency), and a transaction deciding alone never waits: nothing
+// else is preparing.
+
+// lingerFlight is the flight size past which a flight does not linger.
+const lingerFlight = 8
 
 // maxFlight bounds the decisions of one flight, and so one entry's size
 // (a decision record is a few hundred bytes).
@@ -77,6 +94,7 @@ func (c *Coordinator) decideLoop() {
 				break drain
 			}
 		}
+		batch = c.linger(batch)
 		cmd := wal.Command{Type: wal.CmdDecide, Decision: batch[0].rec}
 		if len(batch) > 1 {
 			cmd = wal.Command{Type: wal.CmdDecideMany, Decisions: make([]*wal.Record, len(batch))}
@@ -103,4 +121,25 @@ func (c *Coordinator) decideLoop() {
 		}
 		close(fl.done)
 	}
+}
+
+// linger adds to batch the decisions of transactions still preparing, for
+// at most Config.DecisionLinger (see above), and returns it.
+func (c *Coordinator) linger(batch []decideReq) []decideReq {
+	if c.cfg.DecisionLinger <= 0 || len(batch) >= lingerFlight || c.preparing.Load() == 0 {
+		return batch
+	}
+	timer := time.NewTimer(c.cfg.DecisionLinger)
+	defer timer.Stop()
+	for len(batch) < lingerFlight && c.preparing.Load() > 0 {
+		select {
+		case r := <-c.decideQ:
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		case <-c.stop:
+			return batch
+		}
+	}
+	return batch
 }

@@ -66,3 +66,72 @@ func TestFlightIsOneEntry(t *testing.T) {
 		}
 	}
 }
+
+// A flight lingers for the decisions of transactions still preparing: it
+// carries them in the same entry once none is preparing; a decision with
+// nothing else preparing goes at once; and the linger is bounded.
+func TestFlightLingers(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	cfg := h.c.cfg
+	cfg.DecisionLinger = time.Minute // only the preparing count or the test ends a linger
+	c := &Coordinator{cfg: cfg, raft: h.r, decideQ: make(chan decideReq, 8), stop: make(chan struct{})}
+	c.wg.Add(1)
+	go c.decideLoop()
+	defer func() { close(c.stop); c.wg.Wait() }()
+	decide := func() decideReq {
+		r := decideReq{rec: &wal.Record{TxID: h.c.newTxID(), Outcome: wal.OutcomeCommit, Participants: []string{"a"}},
+			slot: make(chan flightSlot, 1)}
+		c.decideQ <- r
+		return r
+	}
+	done := func(what string, r decideReq) flightSlot {
+		t.Helper()
+		select {
+		case slot := <-r.slot:
+			select {
+			case <-slot.flight.done:
+				if slot.flight.err != nil {
+					t.Fatalf("%s: %v", what, slot.flight.err)
+				}
+				return slot
+			case <-time.After(10 * time.Second):
+			}
+		case <-time.After(10 * time.Second):
+		}
+		t.Fatalf("%s: no flight within 10s", what)
+		return flightSlot{}
+	}
+
+	// Alone: nothing is preparing, so no linger.
+	before := h.r.LastIndex()
+	if s := done("a lone decision", decide()); s.index != -1 {
+		t.Fatalf("a lone decision went as index %d of a flight", s.index)
+	}
+	if n := h.r.LastIndex() - before; n != 1 {
+		t.Fatalf("a lone decision took %d entries", n)
+	}
+
+	// Another transaction is preparing: the first decision waits for it.
+	c.preparing.Store(1)
+	first := decide()
+	select {
+	case <-first.slot:
+		t.Fatal("the flight left while a transaction was still preparing")
+	case <-time.After(100 * time.Millisecond):
+	}
+	before = h.r.LastIndex()
+	c.preparing.Store(0) // as commitWith does just before queueing its decision
+	second := decide()
+	s1, s2 := done("first", first), done("second", second)
+	if s1.flight != s2.flight || s1.index != 0 || s2.index != 1 {
+		t.Fatalf("not one flight: %p/%d and %p/%d", s1.flight, s1.index, s2.flight, s2.index)
+	}
+	if n := h.r.LastIndex() - before; n != 1 {
+		t.Fatalf("the lingering flight took %d entries, want 1", n)
+	}
+
+	// A linger ends after DecisionLinger even if something stays preparing.
+	c.cfg.DecisionLinger = 50 * time.Millisecond
+	c.preparing.Store(1)
+	done("a bounded linger", decide())
+}

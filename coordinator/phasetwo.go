@@ -219,6 +219,12 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 		defer pcancel()
 	}
 
+	// From here until its decision is queued (or it aborts), the
+	// transaction counts as preparing: a flight may linger for it (decide.go).
+	c.preparing.Add(1)
+	notPreparing := sync.OnceFunc(func() { c.preparing.Add(-1) })
+	defer notPreparing()
+
 	// Phase one: prepare all branches in parallel (the first on this
 	// goroutine, whose stack is already grown: fewer goroutines to start).
 	prepareOne := func(br *branch) {
@@ -285,6 +291,7 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 	// The decision: durable on a Raft quorum before any COMMIT is sent.
 	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Receipts: receipts, Labels: t.opts.Labels,
 		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli(), IdempotencyKey: t.opts.IdempotencyKey}
+	notPreparing()
 	applied, err := c.applyDecision(rec)
 	if err != nil {
 		if errors.Is(err, ErrOutcomeUnknown) {

@@ -63,6 +63,26 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// Linger is a duration that may also be "off" (a zero that overrides a
+// non-zero default); unset leaves the default.
+type Linger struct {
+	D   time.Duration
+	Set bool
+}
+
+func (l *Linger) UnmarshalYAML(n *yaml.Node) error {
+	if n.Value == "off" {
+		*l = Linger{Set: true}
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 2ms) or off: %w", n.Line, n.Value, err)
+	}
+	*l = Linger{D: v, Set: v != 0}
+	return nil
+}
+
 // Config is a node's whole configuration. See docs/configuration.md and
 // examples/txcoord.yaml.
 type Config struct {
@@ -113,6 +133,10 @@ type Config struct {
 		// (unset or 0: the default, 90 days; set a longer one to keep more).
 		AuditRetention Duration `yaml:"audit_retention"`
 		PrepareTimeout Duration `yaml:"prepare_timeout"`
+		// DecisionLinger: how long a flight of decisions may wait for
+		// transactions still preparing, to carry their decisions in the
+		// same Raft entry (0 or unset: the default; "off" never waits).
+		DecisionLinger Linger `yaml:"decision_linger"`
 		// RecoveryStartupWait bounds how long recovery may delay serving
 		// after an election; what is left continues in the background.
 		RecoveryStartupWait Duration `yaml:"recovery_startup_wait"`
@@ -355,6 +379,9 @@ func (c Config) Validate() error {
 	if n := c.Coordinator.MaxRequestBytes; n < 0 || n > MaxRequestBytesCeiling {
 		errs = append(errs, fmt.Errorf("coordinator.max_request_bytes %d: use 1 to %d (0: default %d)", n, MaxRequestBytesCeiling, DefaultMaxRequestBytes))
 	}
+	if d := c.Coordinator.DecisionLinger.D; d < 0 || d > coordinator.MaxDecisionLinger {
+		errs = append(errs, fmt.Errorf("coordinator.decision_linger %s: use 0 to %s, or off", d, coordinator.MaxDecisionLinger))
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
@@ -455,6 +482,9 @@ func (c Config) coordinatorConfig() coordinator.Config {
 	}
 	if k.RecoveryStartupWait > 0 {
 		cc.RecoveryStartupWait = time.Duration(k.RecoveryStartupWait)
+	}
+	if k.DecisionLinger.Set {
+		cc.DecisionLinger = k.DecisionLinger.D
 	}
 	return cc
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleConfigLoadsAndValidates(t *testing.T) {
@@ -124,5 +125,38 @@ func TestConsoleConfig(t *testing.T) {
 	c, _ = Parse([]byte(base + "console: {enabled: false, listen: '0.0.0.0:1'}\n"))
 	if err := c.Validate(); err != nil {
 		t.Errorf("a disabled console's listen must not be checked: %v", err)
+	}
+}
+
+func TestDecisionLinger(t *testing.T) {
+	const parts = "insecure: true\nparticipants: [{name: a, kind: postgres, dsn: x}]\n"
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"", 20 * time.Millisecond}, // the default
+		{"coordinator: {decision_linger: 5ms}\n", 5 * time.Millisecond},
+		{"coordinator: {decision_linger: off}\n", 0},
+	} {
+		c, err := Parse([]byte(parts + tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := c.coordinatorConfig().DecisionLinger; got != tc.want {
+			t.Errorf("%q: decision linger %s, want %s", tc.yaml, got, tc.want)
+		}
+	}
+	c, err := Parse([]byte(parts + "coordinator: {decision_linger: 1s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "decision_linger") {
+		t.Errorf("a 1s linger: want an error naming decision_linger, got %v", err)
+	}
+	if _, err := Parse([]byte(parts + "coordinator: {decision_linger: soon}\n")); err == nil || !strings.Contains(err.Error(), "off") {
+		t.Errorf("a bad linger: want an error saying a duration or off, got %v", err)
 	}
 }
