@@ -59,15 +59,20 @@ func openFloor(ctx context.Context, cfg Config) (*floorEnv, error) {
 		}
 		return c
 	}
-	var err error
-	if f.pgA, err = postgres.Open(ctx, pgCfg(cfg.PGA, cfg.Stores.PGDSNA), logger); err != nil {
+	// Each adapter is assigned only once open: a failed Open's nil
+	// pointer must not become a non-nil Participant that close calls.
+	pa, err := postgres.Open(ctx, pgCfg(cfg.PGA, cfg.Stores.PGDSNA), logger)
+	if err != nil {
 		return nil, fmt.Errorf("floor: participant %s: %w", cfg.PGA, err)
 	}
+	f.pgA = pa
 	if cfg.needs("b") {
-		if f.pgB, err = postgres.Open(ctx, pgCfg(cfg.PGB, cfg.Stores.PGDSNB), logger); err != nil {
+		pb, err := postgres.Open(ctx, pgCfg(cfg.PGB, cfg.Stores.PGDSNB), logger)
+		if err != nil {
 			f.close()
 			return nil, fmt.Errorf("floor: participant %s: %w", cfg.PGB, err)
 		}
+		f.pgB = pb
 	}
 	if cfg.needs("surreal") {
 		sp := cfg.Stores.Surreal()
@@ -76,10 +81,12 @@ func openFloor(ctx context.Context, cfg Config) (*floorEnv, error) {
 		if cfg.MaxConns > 0 {
 			c.PoolSize = cfg.MaxConns
 		}
-		if f.surreal, err = surrealdb.Open(ctx, c, logger); err != nil {
+		ps, err := surrealdb.Open(ctx, c, logger)
+		if err != nil {
 			f.close()
 			return nil, fmt.Errorf("floor: participant %s: %w", cfg.Surreal, err)
 		}
+		f.surreal = ps
 	}
 	return f, nil
 }
@@ -208,14 +215,35 @@ func (t *floorTx) commit() (outcome, error) {
 	}
 	parallel(n, func(i int) {
 		if votes[i] == participants.VoteYes {
-			b := t.branches[i]
-			errs[i] = participants.CommitPreparedReceipt(ctx, t.parts[i], b.GID(), participants.BranchReceipt(b))
+			errs[i] = t.commitPrepared(i)
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
 		return outError, err
 	}
 	return outOK, nil
+}
+
+// commitPrepared commits branch i, retrying (bounded, with backoff) past
+// the transaction's own context, as txcoord's phase two does: a branch
+// left prepared would hold its rows' locks until the run ends.
+func (t *floorTx) commitPrepared(i int) error {
+	b := t.branches[i]
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), floorCleanupTimeout)
+	defer cancel()
+	backoff := 10 * time.Millisecond
+	for {
+		err := participants.CommitPreparedReceipt(ctx, t.parts[i], b.GID(), participants.BranchReceipt(b))
+		if err == nil || !errors.Is(err, participants.ErrUnavailable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (retried for %s)", err, floorCleanupTimeout)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // parallel runs fn(0..n-1), fn(0) on this goroutine, and waits for all.

@@ -180,3 +180,25 @@ func TestFloorNoVoteRollsBack(t *testing.T) {
 	}
 	noneLeftPrepared(t, f)
 }
+
+// An adapter that cannot open fails openFloor with its participant named,
+// and closes the ones already open (no nil adapter is closed).
+func TestFloorOpenFailure(t *testing.T) {
+	if os.Getenv("TXCOORD_PG_DSN_A") == "" {
+		t.Skip("floor integration test: set the database environment (eval \"$(scripts/pg.sh env)\")")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := DefaultConfig()
+	cfg.Workloads = []string{"pg-surreal"}
+	cfg.Stores = demo.StoresFromEnv(os.Getenv)
+	cfg.Stores.SurrealURL = "ws://127.0.0.1:1/rpc" // nothing listens there
+	f, err := openFloor(ctx, cfg)
+	if err == nil {
+		f.close()
+		t.Fatal("openFloor with an unreachable SurrealDB succeeded")
+	}
+	if !strings.Contains(err.Error(), "participant "+cfg.Surreal) {
+		t.Fatalf("error does not name the participant: %v", err)
+	}
+}
