@@ -126,6 +126,15 @@ type CommitObserver interface {
 	CommitFinished(outcome string, took time.Duration)
 }
 
+// FlightObserver is an optional capability of an Observer (found by type
+// assertion): told of each flight of decisions once its Raft entry was
+// applied or failed — how many decisions it carried, how long it lingered
+// for more (Config.DecisionLinger), and how long Raft took. Synchronous
+// and cheap, like Observer's methods.
+type FlightObserver interface {
+	FlightApplied(decisions int, lingered, raft time.Duration)
+}
+
 // DefaultConfig returns a configuration for a development cluster.
 func DefaultConfig() Config {
 	return Config{

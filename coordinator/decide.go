@@ -94,7 +94,9 @@ func (c *Coordinator) decideLoop() {
 				break drain
 			}
 		}
+		lingerFrom := time.Now()
 		batch = c.linger(batch)
+		sent := time.Now()
 		cmd := wal.Command{Type: wal.CmdDecide, Decision: batch[0].rec}
 		if len(batch) > 1 {
 			cmd = wal.Command{Type: wal.CmdDecideMany, Decisions: make([]*wal.Record, len(batch))}
@@ -118,6 +120,9 @@ func (c *Coordinator) decideLoop() {
 				panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
 			}
 			fl.res = res
+		}
+		if o, ok := c.cfg.Observer.(FlightObserver); ok {
+			o.FlightApplied(len(batch), sent.Sub(lingerFrom), time.Since(sent))
 		}
 		close(fl.done)
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,6 +75,8 @@ func TestFlightLingers(t *testing.T) {
 	h := newHarness(t, TestingKnobs{}, nil)
 	cfg := h.c.cfg
 	cfg.DecisionLinger = time.Minute // only the preparing count or the test ends a linger
+	flights := &flightLog{}
+	cfg.Observer = flights
 	c := &Coordinator{cfg: cfg, raft: h.r, decideQ: make(chan decideReq, 8), stop: make(chan struct{})}
 	c.wg.Add(1)
 	go c.decideLoop()
@@ -129,9 +132,42 @@ func TestFlightLingers(t *testing.T) {
 	if n := h.r.LastIndex() - before; n != 1 {
 		t.Fatalf("the lingering flight took %d entries, want 1", n)
 	}
+	// The observer saw both flights: the lone one without a linger, then
+	// the two decisions that waited (at least the 100 ms the test held the
+	// preparing count).
+	if got := flights.get(); len(got) != 2 || got[0].decisions != 1 || got[0].lingered >= 100*time.Millisecond ||
+		got[1].decisions != 2 || got[1].lingered < 100*time.Millisecond || got[1].raft <= 0 {
+		t.Fatalf("flights observed: %+v", got)
+	}
 
 	// A linger ends after DecisionLinger even if something stays preparing.
 	c.cfg.DecisionLinger = 50 * time.Millisecond
 	c.preparing.Store(1)
 	done("a bounded linger", decide())
+}
+
+// flightLog is an Observer that records flights (FlightObserver).
+type flightLog struct {
+	mu      sync.Mutex
+	flights []flightSeen
+}
+
+type flightSeen struct {
+	decisions      int
+	lingered, raft time.Duration
+}
+
+func (f *flightLog) TransactionFinished(string, map[string]string) {}
+func (f *flightLog) InDoubt(int, time.Duration)                    {}
+func (f *flightLog) RecoveryAction(string, error)                  {}
+func (f *flightLog) FlightApplied(decisions int, lingered, raft time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flights = append(f.flights, flightSeen{decisions, lingered, raft})
+}
+
+func (f *flightLog) get() []flightSeen {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]flightSeen(nil), f.flights...)
 }

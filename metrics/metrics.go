@@ -28,6 +28,9 @@ type Metrics struct {
 	inDoubtAge   prometheus.Gauge
 	recoveries   *prometheus.CounterVec // action
 	reloads      *prometheus.CounterVec // result
+	flightSize   prometheus.Histogram
+	flightLinger prometheus.Histogram
+	flightRaft   prometheus.Histogram
 }
 
 // latencyBuckets: 0.25 ms to ~8 s, doubling (phase latencies here are
@@ -46,7 +49,7 @@ func New() *Metrics {
 			Name: "txcoord_branches_total", Help: "Branches finished on this node, by participant and outcome.",
 		}, []string{"participant", "outcome"}),
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "txcoord_phase_seconds", Help: "Latency of protocol steps: execute, prepare, commit_one_phase, commit, rollback (per participant) and decision (Raft apply, participant \"\").",
+			Name: "txcoord_phase_seconds", Help: "Latency of participant calls: begin, execute, prepare, commit_one_phase, commit, rollback, in_doubt, per participant.",
 			Buckets: latencyBuckets,
 		}, []string{"phase", "participant"}),
 		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -71,8 +74,21 @@ func New() *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "txcoord_config_reloads_total", Help: "Configuration reloads (SIGHUP, txctl reload) on this node, by result (applied, refused).",
 		}, []string{"result"}),
+		flightSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "txcoord_decision_flight_decisions", Help: "Decisions carried by each Raft entry of decisions (a flight) on the leader.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 … 256 (the flight bound)
+		}),
+		flightLinger: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "txcoord_decision_linger_seconds", Help: "Time each flight of decisions waited for transactions still preparing (decision_linger) before going to Raft.",
+			Buckets: latencyBuckets,
+		}),
+		flightRaft: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "txcoord_decision_raft_seconds", Help: "Time from a flight of decisions going to Raft to its entry being applied on the leader (replication, fsyncs, apply).",
+			Buckets: latencyBuckets,
+		}),
 	}
 	m.Registry.MustRegister(m.transactions, m.branches, m.phase, m.commit, m.retries, m.errs, m.inDoubt, m.inDoubtAge, m.recoveries, m.reloads,
+		m.flightSize, m.flightLinger, m.flightRaft,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,9 +121,12 @@ func (m *Metrics) CommitFinished(outcome string, took time.Duration) {
 	m.commit.WithLabelValues(outcome).Observe(took.Seconds())
 }
 
-// DecisionLogged observes the Raft apply latency of a decision.
-func (m *Metrics) DecisionLogged(d time.Duration) {
-	m.phase.WithLabelValues("decision", "").Observe(d.Seconds())
+// FlightApplied observes one flight of decisions: its size, its linger
+// and its Raft latency (coordinator.FlightObserver).
+func (m *Metrics) FlightApplied(decisions int, lingered, raft time.Duration) {
+	m.flightSize.Observe(float64(decisions))
+	m.flightLinger.Observe(lingered.Seconds())
+	m.flightRaft.Observe(raft.Seconds())
 }
 
 // PhaseTwoRetry counts one retried phase-two call.

@@ -44,6 +44,7 @@ func registered(t *testing.T) map[string]bool {
 	m.RecoveryAction("will_commit", nil)
 	m.ConfigReloaded(true)
 	m.CommitFinished("committed", 3*time.Millisecond)
+	m.FlightApplied(3, time.Millisecond, 2*time.Millisecond)
 	m.observe("prepare", "pg", time.Now(), errors.New("x"))
 	fams, err := m.Registry.Gather()
 	if err != nil {
