@@ -63,8 +63,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// Linger is a duration that may also be "off" (a zero that overrides a
-// non-zero default); unset leaves the default.
+// Linger is a duration whose zero is meaningful: 0 (or "off") turns the
+// wait off, overriding a non-zero default; unset leaves the default.
 type Linger struct {
 	D   time.Duration
 	Set bool
@@ -79,7 +79,7 @@ func (l *Linger) UnmarshalYAML(n *yaml.Node) error {
 	if err != nil {
 		return fmt.Errorf("line %d: %q is not a duration (e.g. 2ms) or off: %w", n.Line, n.Value, err)
 	}
-	*l = Linger{D: v, Set: v != 0}
+	*l = Linger{D: v, Set: true}
 	return nil
 }
 
@@ -135,7 +135,7 @@ type Config struct {
 		PrepareTimeout Duration `yaml:"prepare_timeout"`
 		// DecisionLinger: how long a flight of decisions may wait for
 		// transactions still preparing, to carry their decisions in the
-		// same Raft entry (0 or unset: the default; "off" never waits).
+		// same Raft entry (unset: the default, 20ms; 0 or off: never waits).
 		DecisionLinger Linger `yaml:"decision_linger"`
 		// RecoveryStartupWait bounds how long recovery may delay serving
 		// after an election; what is left continues in the background.

@@ -137,6 +137,7 @@ func TestDecisionLinger(t *testing.T) {
 		{"", 20 * time.Millisecond}, // the default
 		{"coordinator: {decision_linger: 5ms}\n", 5 * time.Millisecond},
 		{"coordinator: {decision_linger: off}\n", 0},
+		{"coordinator: {decision_linger: 0s}\n", 0}, // an explicit zero is off too, not the default
 	} {
 		c, err := Parse([]byte(parts + tc.yaml))
 		if err != nil {
