@@ -95,7 +95,9 @@ func TestDocsAndDashboardMatchMetrics(t *testing.T) {
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
 			for _, m := range regexp.MustCompile(`txcoord_[a-z_]+`).FindAllString(tg.Expr, -1) {
-				m = strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count")
+				for _, series := range []string{"_bucket", "_count", "_sum"} { // a histogram's series
+					m = strings.TrimSuffix(m, series)
+				}
 				if !have[m] {
 					t.Errorf("dashboard queries %s, which does not exist", m)
 				}
