@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,7 +90,53 @@ func openFloor(ctx context.Context, cfg Config) (*floorEnv, error) {
 		}
 		f.surreal = ps
 	}
+	f.rollbackAbandoned(ctx)
 	return f, nil
+}
+
+// rollbackAbandoned rolls back floor branches that earlier txbench runs
+// left prepared when they were killed mid-run: no cluster recovers floor
+// GIDs, and a prepared transaction left behind holds back VACUUM on its
+// whole database. A GID whose process (the pid in its prefix) still runs
+// belongs to a live run and is left alone.
+func (f *floorEnv) rollbackAbandoned(ctx context.Context) {
+	for _, p := range []participants.Participant{f.pgA, f.pgB, f.surreal} {
+		if p == nil {
+			continue
+		}
+		left, err := p.InDoubt(ctx, floorGIDPrefix+":")
+		if err != nil {
+			continue
+		}
+		for _, b := range left {
+			if pid, ok := floorPID(b.GID); ok && !processAlive(pid) {
+				_ = p.RollbackPrepared(ctx, b.GID)
+			}
+		}
+	}
+}
+
+// floorPID is the pid in a floor GID ("txbench-floor:<pid>:<n>:<participant>").
+func floorPID(gid string) (int, bool) {
+	rest, ok := strings.CutPrefix(gid, floorGIDPrefix+":")
+	if !ok {
+		return 0, false
+	}
+	pidText, _, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(pidText)
+	return pid, err == nil && pid > 0
+}
+
+// processAlive reports whether a process with this pid exists here.
+func processAlive(pid int) bool {
+	if pid == os.Getpid() {
+		return true
+	}
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
 }
 
 // close rolls back any floor branch a cut-off transaction left prepared,

@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,5 +202,66 @@ func TestFloorOpenFailure(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "participant "+cfg.Surreal) {
 		t.Fatalf("error does not name the participant: %v", err)
+	}
+}
+
+func TestFloorPID(t *testing.T) {
+	for gid, want := range map[string]int{
+		"txbench-floor:1234:7:pg-a": 1234,
+		"txbench-floor:x:7:pg-a":    0,
+		"txbench-floor:1234":        0,
+		"txc:bench:01J:pg-a":        0,
+	} {
+		pid, ok := floorPID(gid)
+		if pid != want || ok != (want > 0) {
+			t.Errorf("floorPID(%q) = %d, %v; want %d", gid, pid, ok, want)
+		}
+	}
+}
+
+// A floor branch left prepared by a txbench that is gone is rolled back
+// when the next run opens the floor; one of a live process is left alone.
+func TestFloorRollsBackAbandonedBranches(t *testing.T) {
+	f, _, _, _ := floorIntegration(t, "single")
+	ctx := context.Background()
+	dead := 0
+	for pid := 4_000_000; pid < 4_000_100; pid++ {
+		if !processAlive(pid) {
+			dead = pid
+			break
+		}
+	}
+	if dead == 0 {
+		t.Skip("no free pid found to stand for a finished run")
+	}
+	prepare := func(gid string, id int64) { // distinct rows: a prepared branch keeps its row locked
+		t.Helper()
+		b, err := f.pgA.Begin(ctx, gid, participants.BranchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Execute(ctx, participants.Operation{Kind: participants.OpSQL, SQL: sqlCredit, Args: []any{id}}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Prepare(ctx); v != participants.VoteYes || err != nil {
+			t.Fatalf("prepare %s: %v %v", gid, v, err)
+		}
+	}
+	abandoned := fmt.Sprintf("%s:%d:1:%s", floorGIDPrefix, dead, f.pgA.Name())
+	live := fmt.Sprintf("%s:%d:2:%s", floorGIDPrefix, os.Getppid(), f.pgA.Name()) // the test's parent process is alive
+	prepare(abandoned, 1)
+	prepare(live, 2)
+	t.Cleanup(func() { _ = f.pgA.RollbackPrepared(context.Background(), live) })
+	f.rollbackAbandoned(ctx)
+	left, err := f.pgA.InDoubt(ctx, floorGIDPrefix+":")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gids []string
+	for _, b := range left {
+		gids = append(gids, b.GID)
+	}
+	if slices.Contains(gids, abandoned) || !slices.Contains(gids, live) {
+		t.Fatalf("after rollbackAbandoned, prepared floor branches: %v; want %s gone and %s kept", gids, abandoned, live)
 	}
 }
