@@ -171,7 +171,7 @@ type harness struct {
 	parts []*fakeParticipant
 }
 
-func newHarness(t *testing.T, knobs TestingKnobs, mutate func(*Config)) *harness {
+func newHarness(t testing.TB, knobs TestingKnobs, mutate func(*Config)) *harness {
 	t.Helper()
 	store, err := wal.Open(filepath.Join(t.TempDir(), "d.db"), wal.Options{})
 	if err != nil {
