@@ -88,7 +88,7 @@ clean:
 
 # make bench: txbench against a 3-node cluster on this machine (all three
 # workloads, concurrency sweep, 3 A/B rounds against the non-atomic baseline
-# and the floor, the adapters without a coordinator; about 30 minutes).
+# and the floor, the adapters without a coordinator; about 25 minutes).
 # Report in .data/bench/out (table, JSON, PNG); the last
 # lines are `bench: workload=W c=32 ...`. bench-short: one quick round.
 .PHONY: bench bench-short
