@@ -162,9 +162,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// MaxDecisionLinger caps DecisionLinger: a decision waits at most this
+// maxDecisionLinger caps DecisionLinger: a decision waits at most this
 // long for others before it is sent.
-const MaxDecisionLinger = 100 * time.Millisecond
+const maxDecisionLinger = 100 * time.Millisecond
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
@@ -192,8 +192,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be > 0 (got %s)", name, d))
 		}
 	}
-	if c.DecisionLinger < 0 || c.DecisionLinger > MaxDecisionLinger {
-		errs = append(errs, fmt.Errorf("decision_linger must be between 0 (off) and %s (got %s)", MaxDecisionLinger, c.DecisionLinger))
+	if c.DecisionLinger < 0 || c.DecisionLinger > maxDecisionLinger {
+		errs = append(errs, fmt.Errorf("decision_linger must be between 0 (off) and %s (got %s)", maxDecisionLinger, c.DecisionLinger))
 	}
 	if c.AuditRetention < 0 {
 		errs = append(errs, fmt.Errorf("audit_retention must be >= 0 (0 keeps every entry; got %s)", c.AuditRetention))

@@ -130,16 +130,8 @@ func hasBranch(info *TxInfo, participant string) bool {
 // branches to it. It refuses (ErrDecisionConflict) to contradict a logged
 // decision unless force; every accepted use is in the audit trail.
 func (c *Coordinator) Resolve(ctx context.Context, txid string, commit bool, reason, actor string, force bool) (*TxInfo, *wal.AuditEntry, error) {
-	if err := validateTxID(txid); err != nil {
-		return nil, nil, err
-	}
-	if strings.TrimSpace(reason) == "" {
-		return nil, nil, fieldErr("reason", "is required: say why the coordinator's own recovery is overridden")
-	}
-	if actor == "" {
-		actor = "unknown"
-	}
-	if err := c.serving(); err != nil {
+	actor, err := c.checkOperatorCall(txid, reason, "say why the coordinator's own recovery is overridden", actor)
+	if err != nil {
 		return nil, nil, err
 	}
 	if c.inFlight(txid) {
@@ -349,6 +341,25 @@ func (c *Coordinator) AuditDenial(identity, method, reason string) {
 	go c.audit("AUTHZ_DENIED", method+": "+reason, identity)
 }
 
+// checkOperatorCall checks what every operator call on a txid needs — a
+// valid txid, a reason (why says what it should tell), a serving leader —
+// and returns the actor to record ("unknown" when none was given).
+func (c *Coordinator) checkOperatorCall(txid, reason, why, actor string) (string, error) {
+	if err := validateTxID(txid); err != nil {
+		return "", err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return "", fieldErr("reason", "is required: %s", why)
+	}
+	if actor == "" {
+		actor = "unknown"
+	}
+	if err := c.serving(); err != nil {
+		return "", err
+	}
+	return actor, nil
+}
+
 // ActionMarkDone is the audit action of MarkDone.
 const ActionMarkDone = "MARK_DONE"
 
@@ -361,16 +372,8 @@ const ActionMarkDone = "MARK_DONE"
 // prepared: recovery (txctl recover) carries those out. A decision already
 // done is returned as it is, with no audit entry.
 func (c *Coordinator) MarkDone(ctx context.Context, txid, reason, actor string) (*TxInfo, *wal.AuditEntry, error) {
-	if err := validateTxID(txid); err != nil {
-		return nil, nil, err
-	}
-	if strings.TrimSpace(reason) == "" {
-		return nil, nil, fieldErr("reason", "is required: say how the decision was carried out or repaired")
-	}
-	if actor == "" {
-		actor = "unknown"
-	}
-	if err := c.serving(); err != nil {
+	actor, err := c.checkOperatorCall(txid, reason, "say how the decision was carried out or repaired", actor)
+	if err != nil {
 		return nil, nil, err
 	}
 	if c.inFlight(txid) || c.beingMarked(txid) {

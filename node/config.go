@@ -379,8 +379,10 @@ func (c Config) Validate() error {
 	if n := c.Coordinator.MaxRequestBytes; n < 0 || n > MaxRequestBytesCeiling {
 		errs = append(errs, fmt.Errorf("coordinator.max_request_bytes %d: use 1 to %d (0: default %d)", n, MaxRequestBytesCeiling, DefaultMaxRequestBytes))
 	}
-	if d := c.Coordinator.DecisionLinger.D; d < 0 || d > coordinator.MaxDecisionLinger {
-		errs = append(errs, fmt.Errorf("coordinator.decision_linger %s: use 0 to %s, or off", d, coordinator.MaxDecisionLinger))
+	// The coordinator's own checks of what this file sets (cluster_id,
+	// decision_linger...), now rather than when the node starts.
+	if err := c.coordinatorConfig().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

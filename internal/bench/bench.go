@@ -359,33 +359,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			opts := client.TxOptions{Timeout: cfg.OpTimeout, AckDecision: r.Ack == AckDecision}
 			seed := cfg.Seed + uint64(round)*1_000_003
 			var rr Round
+			// measure runs one side and reports its line.
+			measure := func(label, side string, retries int, op func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error)) Stats {
+				say("round %d/%d %s %sc=%d: %s, %s warmup + %s", round, cfg.Rounds, r.Workload, label, r.Concurrency, side, cfg.Warmup, cfg.Duration)
+				st := drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, retries, newMon(), op)
+				say("%s", st.detail(side))
+				return st
+			}
 			runTx := func() {
-				say("round %d/%d %s ack=%s c=%d: txcoord, %s warmup + %s", round, cfg.Rounds, r.Workload, r.Ack, r.Concurrency, cfg.Warmup, cfg.Duration)
-				rr.Txcoord = drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, cfg.Retries, newMon(),
-					func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
-						return w.txcoord(ctx, e, opts, rnd)
-					})
-				say("%s", rr.Txcoord.detail("txcoord"))
+				rr.Txcoord = measure("ack="+r.Ack+" ", "txcoord", cfg.Retries, func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {
+					return w.txcoord(ctx, e, opts, rnd)
+				})
 			}
 			runBase := func() {
-				say("round %d/%d %s c=%d: baseline, %s warmup + %s", round, cfg.Rounds, r.Workload, r.Concurrency, cfg.Warmup, cfg.Duration)
-				b := drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, 0, newMon(),
-					func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
-						return w.baseline(ctx, e, worker, rnd)
-					})
-				say("%s", b.detail("baseline"))
+				b := measure("", "baseline", 0, func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {
+					return w.baseline(ctx, e, worker, rnd)
+				})
 				rr.Baseline = &b
 			}
 			runFloor := func() {
 				if e.floor == nil || r.Ack != AckApplied {
 					return // the floor has no decision to acknowledge early
 				}
-				say("round %d/%d %s c=%d: floor (adapters, no coordinator), %s warmup + %s", round, cfg.Rounds, r.Workload, r.Concurrency, cfg.Warmup, cfg.Duration)
-				f := drive(ctx, r.Concurrency, cfg.Warmup, cfg.Duration, cfg.OpTimeout, seed, cfg.Retries, newMon(),
-					func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {
-						return w.floor(ctx, e.floor, rnd)
-					})
-				say("%s", f.detail("floor"))
+				f := measure("", "floor", cfg.Retries, func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {
+					return w.floor(ctx, e.floor, rnd)
+				})
 				rr.Floor = &f
 			}
 			// A B (F) in odd rounds, (F) B A in even ones: drift of the
@@ -405,9 +403,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			if rr.Baseline != nil {
 				rr.Ratio = ratio(rr.Txcoord.TPS, rr.Baseline.TPS)
-				if rr.Floor != nil {
-					rr.Ceiling = ratio(rr.Floor.TPS, rr.Baseline.TPS)
-				}
 			}
 			r.Rounds = append(r.Rounds, rr)
 			r.summarize()

@@ -94,16 +94,24 @@ func openFloor(ctx context.Context, cfg Config) (*floorEnv, error) {
 	return f, nil
 }
 
+// adapters are the open adapters.
+func (f *floorEnv) adapters() []participants.Participant {
+	var out []participants.Participant
+	for _, p := range []participants.Participant{f.pgA, f.pgB, f.surreal} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // rollbackAbandoned rolls back floor branches that earlier txbench runs
 // left prepared when they were killed mid-run: no cluster recovers floor
 // GIDs, and a prepared transaction left behind holds back VACUUM on its
 // whole database. A GID whose process (the pid in its prefix) still runs
 // belongs to a live run and is left alone.
 func (f *floorEnv) rollbackAbandoned(ctx context.Context) {
-	for _, p := range []participants.Participant{f.pgA, f.pgB, f.surreal} {
-		if p == nil {
-			continue
-		}
+	for _, p := range f.adapters() {
 		left, err := p.InDoubt(ctx, floorGIDPrefix+":")
 		if err != nil {
 			continue
@@ -142,10 +150,7 @@ func processAlive(pid int) bool {
 // close rolls back any floor branch a cut-off transaction left prepared,
 // then closes the adapters.
 func (f *floorEnv) close() {
-	for _, p := range []participants.Participant{f.pgA, f.pgB, f.surreal} {
-		if p == nil {
-			continue
-		}
+	for _, p := range f.adapters() {
 		ctx, cancel := context.WithTimeout(context.Background(), floorCleanupTimeout)
 		if left, err := p.InDoubt(ctx, f.prefix); err == nil {
 			for _, b := range left {

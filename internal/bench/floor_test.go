@@ -20,8 +20,7 @@ func TestFloorSummary(t *testing.T) {
 	r := Result{Workload: "pg-pg", Ack: AckApplied, Concurrency: 32}
 	for _, x := range []struct{ tx, floor float64 }{{100, 400}, {150, 300}, {120, 500}} {
 		f := Stats{TPS: x.floor}
-		r.Rounds = append(r.Rounds, Round{Txcoord: Stats{TPS: x.tx}, Baseline: &base, Ratio: x.tx / 1000,
-			Floor: &f, Ceiling: x.floor / 1000})
+		r.Rounds = append(r.Rounds, Round{Txcoord: Stats{TPS: x.tx}, Baseline: &base, Ratio: x.tx / 1000, Floor: &f})
 	}
 	r.summarize()
 	if r.Floor == nil || r.Floor.TPS != 400 || r.Ceiling != 0.4 || r.OfFloor != 0.25 {
@@ -93,10 +92,7 @@ func pgTotal(t *testing.T, p *pgxpool.Pool) int64 {
 // noneLeftPrepared checks that no floor branch is left prepared.
 func noneLeftPrepared(t *testing.T, f *floorEnv) {
 	t.Helper()
-	for _, p := range []participants.Participant{f.pgA, f.pgB, f.surreal} {
-		if p == nil {
-			continue
-		}
+	for _, p := range f.adapters() {
 		left, err := p.InDoubt(context.Background(), f.prefix)
 		if err != nil {
 			t.Fatal(err)

@@ -66,9 +66,8 @@ type Round struct {
 	Baseline *Stats  `json:"baseline,omitempty"`
 	Ratio    float64 `json:"ratio"`
 	// Floor: the same transactions committed through the adapters with no
-	// coordinator (floor.go); Ceiling = floor TPS / baseline TPS.
-	Floor   *Stats  `json:"floor,omitempty"`
-	Ceiling float64 `json:"ceiling,omitempty"`
+	// coordinator (floor.go).
+	Floor *Stats `json:"floor,omitempty"`
 }
 
 // Result is one workload, acknowledgement mode and concurrency: txcoord
@@ -110,7 +109,7 @@ func (r *Result) summarize() {
 			floor = append(floor, *rr.Floor)
 			ofFloor = append(ofFloor, ratio(rr.Txcoord.TPS, rr.Floor.TPS))
 			if rr.Baseline != nil {
-				ceilings = append(ceilings, rr.Ceiling)
+				ceilings = append(ceilings, ratio(rr.Floor.TPS, rr.Baseline.TPS))
 			}
 		}
 	}
