@@ -24,6 +24,7 @@ func TestAuditRetentionPrunesThroughRaft(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	h.settle(t)
 	h.c.pruneAudit()
 	if _, v, _ := h.store.QueryAudit(wal.AuditQuery{}); v.AnchorSeq != 0 || v.Entries != 5 {
 		t.Fatalf("pruned entries younger than the retention: %+v", v)

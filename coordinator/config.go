@@ -19,10 +19,15 @@ const (
 	FailMidCommit = "mid-commit"
 	// FailBeforeForget: every branch acknowledged; the done mark is not logged.
 	FailBeforeForget = "before-forget"
+	// FailUnstoredDecision: the commit decision is committed in the Raft log
+	// and phase two finished, but the leader's decision store has not
+	// committed it (its commit is held until the crash): after a restart
+	// the store must replay it from the log (DESIGN.md invariant 7).
+	FailUnstoredDecision = "unstored-decision"
 )
 
 // Failpoints lists every failpoint name.
-var Failpoints = []string{FailBeforeDecision, FailAfterDecision, FailMidCommit, FailBeforeForget}
+var Failpoints = []string{FailBeforeDecision, FailAfterDecision, FailMidCommit, FailBeforeForget, FailUnstoredDecision}
 
 // TestingKnobs are hooks for tests. The zero value does nothing.
 type TestingKnobs struct {

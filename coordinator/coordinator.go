@@ -163,6 +163,9 @@ type txn struct {
 	err        error
 	timer      *time.Timer
 	timeline   []TxEvent
+	// stored closes once the decision store has committed this
+	// transaction's decision (nil: none was logged); see finish.
+	stored <-chan struct{}
 }
 
 // note appends to the timeline; the caller holds t.mu.
@@ -219,8 +222,13 @@ type Coordinator struct {
 	// preparing counts this node's transactions between the start of their
 	// prepare phase and their decision (decide.go: flights linger for them).
 	preparing atomic.Int64
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	// pending is the flight whose entry decideLoop is waiting for (decide.go).
+	pending atomic.Pointer[pendingFlight]
+	// unstored: phase two finished, for entryApplied held by
+	// FailUnstoredDecision (buffered, 1).
+	unstored chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // New builds a Coordinator. Start must be called before it serves.
@@ -235,10 +243,11 @@ func New(cfg Config, r *raft.Raft, fsm *FSM, parts []participants.Participant, l
 		cfg: cfg, log: logger, raft: r, store: fsm.Store(), parts: map[string]participants.Participant{},
 		now: time.Now, prefix: cfg.GIDPrefix + ":" + cfg.ClusterID + ":",
 		active: map[string]*txn{}, byClient: map[string]int{}, recent: map[string]*TxInfo{}, marking: map[string]struct{}{}, byKey: map[string]bool{},
-		doneCh: make(chan string, 4096), decideQ: make(chan decideReq, 4*maxFlight), stop: make(chan struct{}),
+		doneCh: make(chan string, 4096), decideQ: make(chan decideReq, 4*maxFlight), unstored: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	lim := cfg.Limits()
 	c.limits.Store(&lim)
+	fsm.notifyApplied(c.entryApplied)
 	for _, p := range parts {
 		if !ValidName(p.Name()) {
 			return nil, fmt.Errorf("participant name %q: use 1-32 of [a-z0-9_-]", p.Name())
@@ -629,7 +638,19 @@ func (c *Coordinator) finish(t *txn, final State) {
 	}
 	t.mu.Lock()
 	t.state = final
+	stored := t.stored
 	t.mu.Unlock()
+	// Phase two may run before the decision store has committed the
+	// decision (entryApplied). The transaction stays active until then:
+	// while active, GetTransaction answers from memory and recovery leaves
+	// its branches alone, so nothing reads the store's "no decision" for
+	// it in that window. fly bounds the wait (FutureTimeout).
+	if stored != nil {
+		select {
+		case <-stored:
+		case <-c.stop:
+		}
+	}
 	info := c.info(t)
 	if o := c.cfg.Observer; o != nil {
 		outcome := map[State]string{StateCommitted: "committed", StateAborted: "aborted", StateInDoubt: "unknown"}[final]
@@ -862,6 +883,35 @@ func (c *Coordinator) releaseKey(key string) {
 	c.mu.Unlock()
 }
 
+// releaseKeyStored releases key once transaction txid's decision is in the
+// decision store (at once if it has none, or is stored already).
+func (c *Coordinator) releaseKeyStored(key, txid string) {
+	var stored <-chan struct{}
+	c.mu.Lock()
+	if t := c.active[txid]; t != nil {
+		t.mu.Lock()
+		stored = t.stored
+		t.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if stored == nil {
+		c.releaseKey(key)
+		return
+	}
+	select {
+	case <-stored:
+		c.releaseKey(key)
+	default:
+		go func() {
+			select {
+			case <-stored:
+			case <-c.stop:
+			}
+			c.releaseKey(key)
+		}()
+	}
+}
+
 // Run executes statements and commits, in one call. Statements run in order;
 // a failing one rolls everything back. With an idempotency key, a run whose
 // key already committed returns (earlier txid, nil, ErrReplayed) without
@@ -882,6 +932,7 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 			return "", nil, err
 		}
 	}
+	var txid string
 	if key := opts.IdempotencyKey; key != "" {
 		if err := c.serving(); err != nil {
 			return "", nil, err
@@ -893,10 +944,12 @@ func (c *Coordinator) Run(ctx context.Context, opts TxOptions, stmts []Statement
 		if replay != "" {
 			return replay, nil, ErrReplayed
 		}
-		defer c.releaseKey(key)
+		// Released when the run is over and its decision, if any, is in
+		// the decision store, where the next run with the key looks.
+		defer func() { c.releaseKeyStored(key, txid) }()
 	}
-	txid, _, err := c.Begin(ctx, opts)
-	if err != nil {
+	var err error
+	if txid, _, err = c.Begin(ctx, opts); err != nil {
 		return "", nil, err
 	}
 	if opts.OnBegin != nil {

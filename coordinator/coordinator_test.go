@@ -171,6 +171,17 @@ type harness struct {
 	parts []*fakeParticipant
 }
 
+// settle waits until every entry logged so far is in the decision store:
+// Commit may return before the leader's store has committed its decision
+// (entryApplied), and a Raft barrier completes only after the entries
+// before it are applied and stored.
+func (h *harness) settle(t testing.TB) {
+	t.Helper()
+	if err := h.r.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatalf("barrier: %v", err)
+	}
+}
+
 func newHarness(t testing.TB, knobs TestingKnobs, mutate func(*Config)) *harness {
 	t.Helper()
 	store, err := wal.Open(filepath.Join(t.TempDir(), "d.db"), wal.Options{})
@@ -265,6 +276,7 @@ func TestTwoPhaseCommitLogsDecisionBeforeCommit(t *testing.T) {
 			t.Fatalf("%s not committed: %v", p.name, p.calls)
 		}
 	}
+	h.settle(t)
 	rec, _ := h.store.Get(txid)
 	if rec == nil || rec.Outcome != wal.OutcomeCommit {
 		t.Fatalf("no commit record: %+v", rec)
@@ -333,6 +345,7 @@ func TestOnePhaseAndReadOnly(t *testing.T) {
 	if err := h.c.Commit(context.Background(), txid); err != nil {
 		t.Fatal(err)
 	}
+	h.settle(t)
 	rec, _ := h.store.Get(txid)
 	if rec == nil || len(rec.Participants) != 1 || rec.Participants[0] != "a" {
 		t.Fatalf("decision must list only YES voters: %+v", rec)
@@ -549,10 +562,9 @@ func TestRunIdempotencyKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := h.store.ByIdempotencyKey("order-42")
-	if rec == nil || rec.TxID != txid || rec.Outcome != wal.OutcomeCommit {
-		t.Fatalf("keyed one-participant run must log its decision: %+v", rec)
-	}
+	// An immediate retry replays, although Run may return before the
+	// decision store has committed the decision: the key stays reserved
+	// until it has.
 	calls := len(h.parts[0].calls)
 	again, res, err := h.c.Run(ctx, opts, []Statement{write("a")})
 	if !errors.Is(err, ErrReplayed) || again != txid || res != nil {
@@ -560,6 +572,10 @@ func TestRunIdempotencyKey(t *testing.T) {
 	}
 	if len(h.parts[0].calls) != calls {
 		t.Fatalf("the retry reached the participant: %v", h.parts[0].calls[calls:])
+	}
+	rec, _ := h.store.ByIdempotencyKey("order-42")
+	if rec == nil || rec.TxID != txid || rec.Outcome != wal.OutcomeCommit {
+		t.Fatalf("keyed one-participant run must log its decision: %+v", rec)
 	}
 	// An aborted keyed run does not block a retry from running.
 	h.parts[1].voteNo = true
@@ -650,6 +666,7 @@ func TestReceiptsLoggedAndHandedBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	gidA, gidB := h.c.GID(txid, "a"), h.c.GID(txid, "b")
+	h.settle(t)
 	rec, _ := h.store.Get(txid)
 	if rec == nil || len(rec.Receipts) != 1 || rec.Receipts["a"] != "xid-"+gidA {
 		t.Fatalf("decision receipts = %+v; want only a's", rec)

@@ -1,8 +1,11 @@
 package coordinator
 
 import (
+	"bytes"
 	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/txcoord/txcoord/wal"
 )
@@ -50,11 +53,15 @@ type flightSlot struct {
 }
 
 // flight is the outcome of one flight's entry, filled by decideLoop (Raft
-// futures allow only one waiter) before done is closed.
+// futures allow only one waiter) before done is closed. done closes once
+// the entry is applied (entryApplied), stored once the decision store has
+// also committed it, or when waiting for that ended (an error, a timeout,
+// Stop).
 type flight struct {
-	done chan struct{}
-	err  error
-	res  *wal.ApplyResult
+	done   chan struct{}
+	stored chan struct{}
+	err    error
+	res    *wal.ApplyResult
 }
 
 // result is the decision's own ApplyResult once the flight is done and
@@ -104,7 +111,7 @@ func (c *Coordinator) decideLoop() {
 				cmd.Decisions[i] = r.rec
 			}
 		}
-		fl := &flight{done: make(chan struct{})}
+		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
 		for i, r := range batch {
 			idx := i
 			if len(batch) == 1 {
@@ -112,8 +119,33 @@ func (c *Coordinator) decideLoop() {
 			}
 			r.slot <- flightSlot{flight: fl, index: idx}
 		}
-		f := c.raft.Apply(cmd.Encode(), c.cfg.ApplyTimeout)
-		fl.err = c.wait(f)
+		n := len(batch)
+		c.fly(fl, cmd.Encode(), func() {
+			if o, ok := c.cfg.Observer.(FlightObserver); ok {
+				o.FlightApplied(n, sent.Sub(lingerFrom), time.Since(sent))
+			}
+		})
+	}
+}
+
+// fly appends a flight's entry and fills fl: done closes when the entry is
+// applied (or failed), after applied is called, and stored when the
+// decision store has committed the entry too. fly returns after both, so
+// one flight is pending at a time and entryApplied needs to match just it.
+// Every wait is bounded by FutureTimeout.
+func (c *Coordinator) fly(fl *flight, data []byte, applied func()) {
+	defer close(fl.stored)
+	pf := &pendingFlight{data: data, applied: make(chan *wal.ApplyResult, 1)}
+	c.pending.Store(pf)
+	defer c.pending.Store(nil)
+	f := c.raft.Apply(data, c.cfg.ApplyTimeout)
+	stored := make(chan error, 1)
+	go func() { stored <- f.Error() }()
+	timeout := time.NewTimer(c.cfg.FutureTimeout)
+	defer timeout.Stop()
+	select {
+	case fl.res = <-pf.applied:
+	case fl.err = <-stored:
 		if fl.err == nil {
 			res, ok := f.Response().(*wal.ApplyResult)
 			if !ok {
@@ -121,10 +153,79 @@ func (c *Coordinator) decideLoop() {
 			}
 			fl.res = res
 		}
-		if o, ok := c.cfg.Observer.(FlightObserver); ok {
-			o.FlightApplied(len(batch), sent.Sub(lingerFrom), time.Since(sent))
-		}
+		applied()
 		close(fl.done)
+		return
+	case <-timeout.C:
+		fl.err = errFutureTimeout
+	case <-c.stop:
+		fl.err = raft.ErrRaftShutdown
+	}
+	applied()
+	close(fl.done)
+	if fl.err != nil {
+		return
+	}
+	select {
+	case <-stored:
+	case <-timeout.C:
+	case <-c.stop:
+	}
+}
+
+// pendingFlight is a flight's entry as sent to Raft, and where its result
+// goes once the entry is applied.
+type pendingFlight struct {
+	data    []byte
+	applied chan *wal.ApplyResult // buffered, 1
+}
+
+// entryApplied hands the pending flight its entry's result as soon as the
+// entry is applied in the decision store's write transaction, before that
+// transaction commits. The entry is committed in the Raft log by then
+// (durable on a quorum), and the store replays it from the log after a
+// crash before the store's commit (the store's applied index is behind:
+// invariant 7), so phase two need not wait for the store's fsync.
+func (c *Coordinator) entryApplied(entries []wal.Entry, results []wal.ApplyResult) {
+	pf := c.pending.Load()
+	if pf == nil {
+		return
+	}
+	for i, e := range entries {
+		if bytes.Equal(e.Data, pf.data) {
+			r := results[i]
+			select {
+			case pf.applied <- &r:
+			default:
+			}
+			if c.armed(FailUnstoredDecision) {
+				// Crash tests: keep the store from committing this entry
+				// until phase two of one of its decisions finished, then
+				// crash there. Bounded (phase two may never finish, and
+				// chaos arms this with a probability: most holds do not
+				// end in a crash).
+				hold := time.NewTimer(2 * time.Second)
+				select {
+				case <-c.unstored:
+				case <-hold.C:
+				case <-c.stop:
+				}
+				hold.Stop()
+				c.failpoint(FailUnstoredDecision)
+			}
+			return
+		}
+	}
+}
+
+// unstoredHold tells entryApplied, held under FailUnstoredDecision, that a
+// transaction's phase two finished.
+func (c *Coordinator) unstoredHold() {
+	if c.armed(FailUnstoredDecision) {
+		select {
+		case c.unstored <- struct{}{}:
+		default:
+		}
 	}
 }
 

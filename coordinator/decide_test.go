@@ -14,7 +14,7 @@ import (
 // unknown, and does not wait longer.
 func TestApplyDecisionEnqueueIsBounded(t *testing.T) {
 	c := &Coordinator{cfg: Config{ApplyTimeout: 20 * time.Millisecond}, decideQ: make(chan decideReq), stop: make(chan struct{})}
-	_, err := c.applyDecision(&wal.Record{TxID: "x", Outcome: wal.OutcomeCommit})
+	_, _, err := c.applyDecision(&wal.Record{TxID: "x", Outcome: wal.OutcomeCommit})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("a decision that never left the queue: want ErrUnavailable, got %v", err)
 	}
@@ -170,4 +170,63 @@ func (f *flightLog) get() []flightSeen {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]flightSeen(nil), f.flights...)
+}
+
+// entryApplied hands the pending flight the result of its own entry, and
+// nothing for any other entry or when no flight is pending.
+func TestEntryAppliedMatchesThePendingFlight(t *testing.T) {
+	c := &Coordinator{}
+	c.entryApplied([]wal.Entry{{Data: []byte("mine")}}, []wal.ApplyResult{{}}) // nothing pending
+	pf := &pendingFlight{data: []byte("mine"), applied: make(chan *wal.ApplyResult, 1)}
+	c.pending.Store(pf)
+	c.entryApplied([]wal.Entry{{Data: []byte("other")}}, []wal.ApplyResult{{Record: &wal.Record{TxID: "o"}}})
+	select {
+	case r := <-pf.applied:
+		t.Fatalf("another entry's result was handed over: %+v", r)
+	default:
+	}
+	mine := &wal.Record{TxID: "m"}
+	c.entryApplied([]wal.Entry{{Data: []byte("other")}, {Data: []byte("mine")}}, []wal.ApplyResult{{}, {Record: mine}})
+	select {
+	case r := <-pf.applied:
+		if r.Record != mine {
+			t.Fatalf("handed %+v, want the flight's own result", r)
+		}
+	default:
+		t.Fatal("the flight's entry was applied but its result not handed over")
+	}
+}
+
+// A transaction whose phase two ran before the decision store committed
+// its decision stays active (GetTransaction answers from memory, recovery
+// leaves it alone) until the store has it.
+func TestFinishWaitsForTheStoredDecision(t *testing.T) {
+	h := newHarness(t, TestingKnobs{}, nil)
+	stored := make(chan struct{})
+	tx := &txn{id: h.c.newTxID(), created: time.Now(), state: StateCommitting, branches: map[string]*branch{}, stored: stored}
+	h.c.mu.Lock()
+	h.c.active[tx.id] = tx
+	h.c.mu.Unlock()
+	finished := make(chan struct{})
+	go func() {
+		h.c.finish(tx, StateCommitted)
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		t.Fatal("finish did not wait for the decision store")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !h.c.inFlight(tx.id) {
+		t.Fatal("the transaction left the active set before its decision was stored")
+	}
+	close(stored)
+	select {
+	case <-finished:
+	case <-time.After(5 * time.Second):
+		t.Fatal("finish still waiting after the decision was stored")
+	}
+	if h.c.inFlight(tx.id) {
+		t.Fatal("the transaction is still active after finish")
+	}
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"github.com/txcoord/txcoord/wal"
@@ -17,6 +18,16 @@ import (
 // below the store's applied index, so a replay after a crash is idempotent.
 type FSM struct {
 	store *wal.Store
+	// applied, when set, sees each batch's entries and results once they
+	// are applied in the store's write transaction, before it commits
+	// (see Coordinator.entryApplied).
+	applied atomic.Pointer[func(entries []wal.Entry, results []wal.ApplyResult)]
+}
+
+// notifyApplied sets the function that sees applied entries before the
+// store commits them; it must not touch the store or block.
+func (f *FSM) notifyApplied(fn func(entries []wal.Entry, results []wal.ApplyResult)) {
+	f.applied.Store(&fn)
 }
 
 // NewFSM wraps a decision store.
@@ -46,7 +57,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if len(entries) == 0 {
 		return out
 	}
-	res := f.store.ApplyBatch(entries)
+	var notify func([]wal.ApplyResult)
+	if fn := f.applied.Load(); fn != nil {
+		notify = func(results []wal.ApplyResult) { (*fn)(entries, results) }
+	}
+	res := f.store.ApplyBatchNotify(entries, notify)
 	for j, i := range pos {
 		r := res[j]
 		out[i] = &r

@@ -292,7 +292,10 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 	rec := &wal.Record{TxID: t.id, Outcome: wal.OutcomeCommit, Participants: yes, Receipts: receipts, Labels: t.opts.Labels,
 		CreatedMs: t.created.UnixMilli(), DecidedMs: c.now().UnixMilli(), IdempotencyKey: t.opts.IdempotencyKey}
 	notPreparing()
-	applied, err := c.applyDecision(rec)
+	applied, stored, err := c.applyDecision(rec)
+	t.mu.Lock()
+	t.stored = stored
+	t.mu.Unlock()
 	if err != nil {
 		if errors.Is(err, ErrOutcomeUnknown) {
 			c.log.Warn("decision outcome unknown; recovery will resolve it", "txid", t.id, "err", err)
@@ -322,9 +325,9 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 	handedOff = true
 	go func() {
 		defer c.wg.Done()
-		defer close(done)
 		defer adm.releaseAll() // branches left to recovery
 		c.commitBranches(t, brs, applied.Term, adm)
+		c.unstoredHold()
 		t.mu.Lock()
 		t.state = StateCommitted
 		// A branch left unacknowledged (no longer leading; or not prepared
@@ -339,6 +342,7 @@ func (c *Coordinator) commitWith(ctx context.Context, t *txn, adm *admission) er
 		if acked {
 			c.markDone(t.id)
 		}
+		close(done) // the reply need not wait for finish's wait for the store
 		c.finish(t, StateCommitted)
 	}()
 	if t.opts.AckDecision {
@@ -376,10 +380,13 @@ func (c *Coordinator) commitOnePhase(ctx context.Context, t *txn, br *branch) er
 }
 
 // applyDecision appends a decision to the Raft log (in the next flight, see
-// decide.go) and waits for it to be applied. ErrNotLeader and ErrEnqueueTimeout mean the entry was never
+// decide.go) and waits for it to be applied: committed on a quorum and
+// applied in the leader's decision store, whose own commit may still be
+// under way; the channel returned closes once it is done (or waiting for
+// it ended). ErrNotLeader and ErrEnqueueTimeout mean the entry was never
 // appended (definitely not decided); other failures leave the outcome
 // unknown (invariant 3).
-func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
+func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, <-chan struct{}, error) {
 	req := decideReq{rec: rec, slot: make(chan flightSlot, 1)}
 	// Queueing is bounded like raft's own enqueue (ApplyTimeout): a decision
 	// that never got into a flight was never appended, so not decided.
@@ -388,39 +395,40 @@ func (c *Coordinator) applyDecision(rec *wal.Record) (*wal.Record, error) {
 	select {
 	case c.decideQ <- req:
 	case <-enqueue.C:
-		return nil, fmt.Errorf("%w: %v (the decision queue stayed full)", ErrUnavailable, raft.ErrEnqueueTimeout)
+		return nil, nil, fmt.Errorf("%w: %v (the decision queue stayed full)", ErrUnavailable, raft.ErrEnqueueTimeout)
 	case <-c.stop:
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, raft.ErrRaftShutdown)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, raft.ErrRaftShutdown)
 	}
 	var slot flightSlot
 	select {
 	case slot = <-req.slot:
 	case <-c.stop:
 		// Queued, perhaps appended: not known.
-		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
+		return nil, nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
 	}
 	select {
 	case <-slot.flight.done:
 	case <-c.stop:
-		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
+		return nil, nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, raft.ErrRaftShutdown)
 	}
+	stored := slot.flight.stored
 	if err := slot.flight.err; err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrEnqueueTimeout) {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, stored, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		return nil, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, err)
+		return nil, stored, fmt.Errorf("%w: raft apply: %v", ErrOutcomeUnknown, err)
 	}
 	res := slot.result()
 	if res.Err != nil {
-		return nil, res.Err
+		return nil, stored, res.Err
 	}
 	if res.Record == nil {
 		// The store skipped the entry (its applied index is past it): the
 		// decision's fate is not what this entry says. Start-up refuses such
 		// a store; if it happens anyway, the outcome is unknown.
-		return nil, fmt.Errorf("%w: the decision entry was skipped by the decision store", ErrOutcomeUnknown)
+		return nil, stored, fmt.Errorf("%w: the decision entry was skipped by the decision store", ErrOutcomeUnknown)
 	}
-	return res.Record, nil
+	return res.Record, stored, nil
 }
 
 // stillLeading fences phase two: only the leader of the term in which the

@@ -291,6 +291,14 @@ func (s *Store) AppliedIndex() uint64 {
 // (their result is empty). A malformed entry or unknown command type is a
 // programmer error: it panics, because skipping it would let replicas diverge.
 func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
+	return s.ApplyBatchNotify(entries, nil)
+}
+
+// ApplyBatchNotify is ApplyBatch, and calls notify with the results once
+// every entry is applied in the write transaction and before that
+// transaction commits (the store's own fsync). applied must not touch the
+// store, and must not keep results.
+func (s *Store) ApplyBatchNotify(entries []Entry, notify func(results []ApplyResult)) []ApplyResult {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	results := make([]ApplyResult, len(entries))
@@ -326,6 +334,9 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 				results[i] = applyOne(tx, chain, cmd, e)
 			}
 			applied = e.Index
+		}
+		if notify != nil {
+			notify(results)
 		}
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], applied)

@@ -53,6 +53,42 @@ func TestDecideFirstWinsAndIsIdempotentByIndex(t *testing.T) {
 	}
 }
 
+// ApplyBatchNotify hands over the batch's results once every entry is
+// applied and before the write transaction commits: a reader then still
+// sees the store without them, and with them once the call returns.
+func TestApplyBatchNotifyBeforeCommit(t *testing.T) {
+	s := open(t)
+	var notified []ApplyResult
+	var seenDuring *Record
+	res := s.ApplyBatchNotify([]Entry{decide(1, "tx1", OutcomeCommit), decide(2, "tx1", OutcomeAbort)}, func(results []ApplyResult) {
+		notified = append(notified, results...)
+		read := make(chan *Record, 1)
+		go func() { // another goroutine: a read transaction beside the open write
+			r, _ := s.Get("tx1")
+			read <- r
+		}()
+		seenDuring = <-read
+	})
+	if len(notified) != 2 || notified[0].Record == nil || notified[0].Record.Outcome != OutcomeCommit || !notified[1].Conflict {
+		t.Fatalf("notified results: %+v", notified)
+	}
+	if res[0].Record != notified[0].Record || res[1].Conflict != notified[1].Conflict {
+		t.Fatalf("returned results %+v differ from the notified ones %+v", res, notified)
+	}
+	if seenDuring != nil {
+		t.Fatalf("the decision was readable before the batch committed: %+v", seenDuring)
+	}
+	if r, _ := s.Get("tx1"); r == nil || r.Outcome != OutcomeCommit {
+		t.Fatalf("after the call: %+v", r)
+	}
+	// A replayed batch is skipped and notifies empty results.
+	s.ApplyBatchNotify([]Entry{decide(2, "tx2", OutcomeCommit)}, func(results []ApplyResult) {
+		if len(results) != 1 || results[0].Record != nil {
+			t.Fatalf("replayed entry notified as applied: %+v", results)
+		}
+	})
+}
+
 func TestDoneAndForget(t *testing.T) {
 	s := open(t)
 	s.ApplyBatch([]Entry{decide(1, "tx1", OutcomeCommit), decide(2, "tx10", OutcomeCommit)})

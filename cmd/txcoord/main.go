@@ -50,7 +50,7 @@ func main() {
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	insecure := fs.Bool("insecure", false, "run without TLS (loopback listeners only; development)")
 	fps := failpoints{}
-	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill (or kill@P, probability P) SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget); repeatable")
+	fs.Var(fps, "failpoint", "TESTS ONLY: name=kill (or kill@P, probability P) SIGKILLs the process at a 2PC failpoint (before-decision, after-decision, mid-commit, before-forget, unstored-decision); repeatable")
 
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
 		fs.Usage()

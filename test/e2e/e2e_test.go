@@ -15,6 +15,7 @@ import (
 	"github.com/txcoord/txcoord/participants"
 	surrealadapter "github.com/txcoord/txcoord/participants/surrealdb"
 	pb "github.com/txcoord/txcoord/proto/txcoord/v1"
+	"github.com/txcoord/txcoord/wal"
 	"google.golang.org/grpc/codes"
 )
 
@@ -268,6 +269,7 @@ func TestCrashAtFailpoints(t *testing.T) {
 		{"after-decision", true},
 		{"mid-commit", true},
 		{"before-forget", true},
+		{"unstored-decision", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.failpoint, func(t *testing.T) {
@@ -282,7 +284,23 @@ func TestCrashAtFailpoints(t *testing.T) {
 			key := uniq("crash")
 			tx, err := writeBoth(ctx, t, c, key, "v")
 			n.waitExit(10 * time.Second)
-			if !errors.Is(err, client.ErrOutcomeUnknown) {
+			switch {
+			case tc.failpoint == "unstored-decision":
+				// Phase two finished before the crash, so the reply may
+				// have left first; either answer is true, a failure is not.
+				if err != nil && !errors.Is(err, client.ErrOutcomeUnknown) {
+					t.Fatalf("commit through a crash after phase two: want committed or unknown, got %v", err)
+				}
+				// The participants committed on a decision the decision
+				// store had not committed yet: the crash left it only in
+				// the Raft log.
+				if pv, sv := pgValue(t, p, key), surrealValue(t, sdb, "e2e_kv", key); pv != "v" || sv != "v" {
+					t.Fatalf("phase two before the crash: postgres=%v surrealdb=%v, want both committed", pv, sv)
+				}
+				if rec := storedDecision(t, n, tx.ID()); rec != nil {
+					t.Fatalf("the decision store committed the decision before the crash (%+v): the failpoint missed its window", rec)
+				}
+			case !errors.Is(err, client.ErrOutcomeUnknown):
 				t.Fatalf("commit through a crash must report an unknown outcome, got %v", err)
 			}
 			if tc.failpoint == "before-decision" {
@@ -307,6 +325,13 @@ func TestCrashAtFailpoints(t *testing.T) {
 				t.Fatalf("outcome %s, want %s", outcome, want)
 			}
 			assertNothingInDoubt(t, n)
+			if tc.failpoint == "unstored-decision" {
+				// Restart replayed the entry from the Raft log into the store.
+				n.stop()
+				if rec := storedDecision(t, n, tx.ID()); rec == nil || rec.Outcome != wal.OutcomeCommit {
+					t.Fatalf("after the restart the decision store holds %+v, want the COMMIT decision replayed from the Raft log", rec)
+				}
+			}
 			pv, sv := pgValue(t, p, key), surrealValue(t, sdb, "e2e_kv", key)
 			if tc.wantCommit && (pv != "v" || sv != "v") {
 				t.Fatalf("committed transaction incomplete: postgres=%v surrealdb=%v", pv, sv)

@@ -16,6 +16,7 @@ import (
 	surrealdb "github.com/surrealdb/surrealdb.go"
 	"github.com/txcoord/txcoord/client"
 	"github.com/txcoord/txcoord/internal/testkit"
+	"github.com/txcoord/txcoord/wal"
 	"google.golang.org/grpc"
 )
 
@@ -273,4 +274,20 @@ func surrealIntents(t *testing.T, db *surrealdb.DB, n *node) int {
 		}
 	}
 	return total
+}
+
+// storedDecision reads txid's record from the node's decision store
+// (read-only, so the node must not be running: bbolt locks the file).
+func storedDecision(t *testing.T, n *node, txid string) *wal.Record {
+	t.Helper()
+	s, err := wal.Open(filepath.Join(n.dir, "data", "decisions.db"), wal.Options{ReadOnly: true, OpenTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("open the decision store: %v", err)
+	}
+	defer s.Close()
+	rec, err := s.Get(txid)
+	if err != nil {
+		t.Fatalf("read the decision store: %v", err)
+	}
+	return rec
 }
