@@ -223,7 +223,7 @@ type Coordinator struct {
 	// prepare phase and their decision (decide.go: flights linger for them).
 	preparing atomic.Int64
 	// pending is the flight whose entry decideLoop is waiting for (decide.go).
-	pending atomic.Pointer[pendingFlight]
+	pending atomic.Pointer[flight]
 	// unstored: phase two finished, for entryApplied held by
 	// FailUnstoredDecision (buffered, 1).
 	unstored chan struct{}

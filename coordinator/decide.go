@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -52,16 +53,32 @@ type flightSlot struct {
 	index  int
 }
 
-// flight is the outcome of one flight's entry, filled by decideLoop (Raft
-// futures allow only one waiter) before done is closed. done closes once
-// the entry is applied (entryApplied), stored once the decision store has
-// also committed it, or when waiting for that ended (an error, a timeout,
-// Stop).
+// flight is one flight's entry and its outcome. done closes once the
+// outcome is known: when the leader's FSM has applied the entry
+// (entryApplied), or when Raft answered otherwise (an error, a timeout,
+// Stop); stored closes once the decision store has committed the entry too,
+// or waiting for that ended.
 type flight struct {
+	data   []byte // the entry as sent to Raft
 	done   chan struct{}
 	stored chan struct{}
 	err    error
 	res    *wal.ApplyResult
+
+	once    sync.Once
+	applied func() // called once, just before done closes (the observer)
+}
+
+// resolve fills the outcome and closes done, once: the first of
+// entryApplied and fly's wait for Raft wins.
+func (fl *flight) resolve(res *wal.ApplyResult, err error) {
+	fl.once.Do(func() {
+		fl.res, fl.err = res, err
+		if fl.applied != nil {
+			fl.applied()
+		}
+		close(fl.done)
+	})
 }
 
 // result is the decision's own ApplyResult once the flight is done and
@@ -111,7 +128,12 @@ func (c *Coordinator) decideLoop() {
 				cmd.Decisions[i] = r.rec
 			}
 		}
-		fl := &flight{done: make(chan struct{}), stored: make(chan struct{})}
+		n := len(batch)
+		fl := &flight{data: cmd.Encode(), done: make(chan struct{}), stored: make(chan struct{}), applied: func() {
+			if o, ok := c.cfg.Observer.(FlightObserver); ok {
+				o.FlightApplied(n, sent.Sub(lingerFrom), time.Since(sent))
+			}
+		}}
 		for i, r := range batch {
 			idx := i
 			if len(batch) == 1 {
@@ -119,102 +141,75 @@ func (c *Coordinator) decideLoop() {
 			}
 			r.slot <- flightSlot{flight: fl, index: idx}
 		}
-		n := len(batch)
-		c.fly(fl, cmd.Encode(), func() {
-			if o, ok := c.cfg.Observer.(FlightObserver); ok {
-				o.FlightApplied(n, sent.Sub(lingerFrom), time.Since(sent))
-			}
-		})
+		c.fly(fl)
 	}
 }
 
-// fly appends a flight's entry and fills fl: done closes when the entry is
-// applied (or failed), after applied is called, and stored when the
-// decision store has committed the entry too. fly returns after both, so
-// one flight is pending at a time and entryApplied needs to match just it.
-// Every wait is bounded by FutureTimeout.
-func (c *Coordinator) fly(fl *flight, data []byte, applied func()) {
+// fly appends a flight's entry and waits for Raft's answer, which comes
+// once the decision store has committed the entry too; entryApplied
+// resolves the flight before that. fly returns after the answer (or
+// FutureTimeout, or Stop), so one flight is pending at a time and
+// entryApplied needs to match just it.
+func (c *Coordinator) fly(fl *flight) {
 	defer close(fl.stored)
-	pf := &pendingFlight{data: data, applied: make(chan *wal.ApplyResult, 1)}
-	c.pending.Store(pf)
+	c.pending.Store(fl)
 	defer c.pending.Store(nil)
-	f := c.raft.Apply(data, c.cfg.ApplyTimeout)
-	stored := make(chan error, 1)
-	go func() { stored <- f.Error() }()
+	f := c.raft.Apply(fl.data, c.cfg.ApplyTimeout)
+	answered := make(chan error, 1)
+	go func() { answered <- f.Error() }()
 	timeout := time.NewTimer(c.cfg.FutureTimeout)
 	defer timeout.Stop()
 	select {
-	case fl.res = <-pf.applied:
-	case fl.err = <-stored:
-		if fl.err == nil {
-			res, ok := f.Response().(*wal.ApplyResult)
-			if !ok {
-				panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
-			}
-			fl.res = res
+	case err := <-answered:
+		if err != nil {
+			fl.resolve(nil, err)
+			return
 		}
-		applied()
-		close(fl.done)
-		return
+		res, ok := f.Response().(*wal.ApplyResult)
+		if !ok {
+			panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
+		}
+		fl.resolve(res, nil) // entryApplied normally did already
 	case <-timeout.C:
-		fl.err = errFutureTimeout
+		fl.resolve(nil, errFutureTimeout)
 	case <-c.stop:
-		fl.err = raft.ErrRaftShutdown
-	}
-	applied()
-	close(fl.done)
-	if fl.err != nil {
-		return
-	}
-	select {
-	case <-stored:
-	case <-timeout.C:
-	case <-c.stop:
+		fl.resolve(nil, raft.ErrRaftShutdown)
 	}
 }
 
-// pendingFlight is a flight's entry as sent to Raft, and where its result
-// goes once the entry is applied.
-type pendingFlight struct {
-	data    []byte
-	applied chan *wal.ApplyResult // buffered, 1
-}
-
-// entryApplied hands the pending flight its entry's result as soon as the
-// entry is applied in the decision store's write transaction, before that
-// transaction commits. The entry is committed in the Raft log by then
-// (durable on a quorum), and the store replays it from the log after a
-// crash before the store's commit (the store's applied index is behind:
-// invariant 7), so phase two need not wait for the store's fsync.
+// entryApplied resolves the pending flight as soon as its entry is applied
+// in the decision store's write transaction, before that transaction
+// commits (on the FSM's goroutine: no hand-off to decideLoop). The entry is
+// committed in the Raft log by then (durable on a quorum), and a crash
+// before the store's commit leaves the store's applied index behind it, so
+// the store replays it from the log at restart (invariant 7): phase two
+// need not wait for the store's fsync.
 func (c *Coordinator) entryApplied(entries []wal.Entry, results []wal.ApplyResult) {
-	pf := c.pending.Load()
-	if pf == nil {
+	fl := c.pending.Load()
+	if fl == nil {
 		return
 	}
 	for i, e := range entries {
-		if bytes.Equal(e.Data, pf.data) {
-			r := results[i]
-			select {
-			case pf.applied <- &r:
-			default:
-			}
-			if c.armed(FailUnstoredDecision) {
-				// Crash tests: keep the store from committing this entry
-				// until phase two of one of its decisions finished, then
-				// crash there. Bounded (phase two may never finish, and
-				// chaos arms this with a probability: most holds do not
-				// end in a crash).
-				hold := time.NewTimer(2 * time.Second)
-				select {
-				case <-c.unstored:
-				case <-hold.C:
-				case <-c.stop:
-				}
-				hold.Stop()
-				c.failpoint(FailUnstoredDecision)
-			}
-			return
+		if !bytes.Equal(e.Data, fl.data) {
+			continue
 		}
+		r := results[i]
+		fl.resolve(&r, nil)
+		if c.armed(FailUnstoredDecision) {
+			// Crash tests: keep the store from committing this entry until
+			// phase two of one of its decisions finished, then crash there.
+			// Bounded (phase two may never finish, and chaos arms this with
+			// a probability: most holds do not end in a crash).
+			hold := time.NewTimer(2 * time.Second)
+			select {
+			case <-c.unstored:
+			case <-hold.C:
+			case <-c.stop:
+			}
+			hold.Stop()
+			c.failpoint(FailUnstoredDecision)
+		}
+		return
 	}
 }
 

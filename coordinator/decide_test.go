@@ -172,28 +172,35 @@ func (f *flightLog) get() []flightSeen {
 	return append([]flightSeen(nil), f.flights...)
 }
 
-// entryApplied hands the pending flight the result of its own entry, and
-// nothing for any other entry or when no flight is pending.
-func TestEntryAppliedMatchesThePendingFlight(t *testing.T) {
+// entryApplied resolves the pending flight with the result of its own
+// entry, once, and does nothing for any other entry or when no flight is
+// pending.
+func TestEntryAppliedResolvesThePendingFlight(t *testing.T) {
 	c := &Coordinator{}
 	c.entryApplied([]wal.Entry{{Data: []byte("mine")}}, []wal.ApplyResult{{}}) // nothing pending
-	pf := &pendingFlight{data: []byte("mine"), applied: make(chan *wal.ApplyResult, 1)}
-	c.pending.Store(pf)
+	observed := 0
+	fl := &flight{data: []byte("mine"), done: make(chan struct{}), stored: make(chan struct{}), applied: func() { observed++ }}
+	c.pending.Store(fl)
 	c.entryApplied([]wal.Entry{{Data: []byte("other")}}, []wal.ApplyResult{{Record: &wal.Record{TxID: "o"}}})
 	select {
-	case r := <-pf.applied:
-		t.Fatalf("another entry's result was handed over: %+v", r)
+	case <-fl.done:
+		t.Fatalf("another entry resolved the flight: %+v", fl.res)
 	default:
 	}
 	mine := &wal.Record{TxID: "m"}
 	c.entryApplied([]wal.Entry{{Data: []byte("other")}, {Data: []byte("mine")}}, []wal.ApplyResult{{}, {Record: mine}})
 	select {
-	case r := <-pf.applied:
-		if r.Record != mine {
-			t.Fatalf("handed %+v, want the flight's own result", r)
-		}
+	case <-fl.done:
 	default:
-		t.Fatal("the flight's entry was applied but its result not handed over")
+		t.Fatal("the flight's entry was applied but the flight not resolved")
+	}
+	if fl.err != nil || fl.res == nil || fl.res.Record != mine {
+		t.Fatalf("resolved with %+v, %v; want the flight's own result", fl.res, fl.err)
+	}
+	// Raft's answer comes later; the first resolution stands.
+	fl.resolve(nil, errFutureTimeout)
+	if fl.err != nil || fl.res.Record != mine || observed != 1 {
+		t.Fatalf("a second resolution changed the flight (%+v, %v) or observed it again (%d)", fl.res, fl.err, observed)
 	}
 }
 
