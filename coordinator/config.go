@@ -133,9 +133,10 @@ type CommitObserver interface {
 
 // FlightObserver is an optional capability of an Observer (found by type
 // assertion): told of each flight of decisions once its Raft entry was
-// applied or failed — how many decisions it carried, how long it lingered
-// for more (Config.DecisionLinger), and how long Raft took. Synchronous
-// and cheap, like Observer's methods.
+// applied by the leader's FSM (before the decision store's own commit) or
+// failed — how many decisions it carried, how long it lingered for more
+// (Config.DecisionLinger), and how long Raft took. Synchronous and cheap,
+// like Observer's methods: it may run on the FSM's goroutine.
 type FlightObserver interface {
 	FlightApplied(decisions int, lingered, raft time.Duration)
 }

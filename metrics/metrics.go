@@ -83,7 +83,7 @@ func New() *Metrics {
 			Buckets: latencyBuckets,
 		}),
 		flightRaft: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "txcoord_decision_raft_seconds", Help: "Time from a flight of decisions going to Raft to its entry being applied on the leader (replication, fsyncs, apply).",
+			Name: "txcoord_decision_raft_seconds", Help: "Time from a flight of decisions going to Raft to its entry being applied by the leader's FSM (log appends, replication, apply; not the decision store's commit).",
 			Buckets: latencyBuckets,
 		}),
 	}
