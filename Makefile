@@ -98,7 +98,7 @@ bench: build db-up
 	set -o pipefail; set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
 	$(BIN)/txbench --start --nodes 3 --txcoord $(BIN)/txcoord --work-dir $(CURDIR)/.data/bench/run \
 		--workload pg-pg,pg-surreal,single --concurrency 1,8,16,32 --decision-concurrency 1 \
-		--rounds 3 --duration 10s --warmup 2s --floor \
+		--rounds 3 --duration 10s --warmup 2s --floor --phases 200 \
 		--json $(BENCH_OUT)/bench.json --chart $(BENCH_OUT)/bench.png | tee $(BENCH_OUT)/bench.txt
 
 bench-short: build db-up
@@ -106,5 +106,5 @@ bench-short: build db-up
 	set -o pipefail; set -a; eval "$$(scripts/pg.sh env)"; eval "$$(scripts/surreal.sh env)"; set +a; \
 	$(BIN)/txbench --start --nodes 3 --txcoord $(BIN)/txcoord --work-dir $(CURDIR)/.data/bench/run \
 		--workload pg-pg,pg-surreal,single --concurrency 1,32 --decision-concurrency 1 \
-		--rounds 1 --duration 5s --warmup 1s --floor \
+		--rounds 1 --duration 5s --warmup 1s --floor --phases 200 \
 		--json $(BENCH_OUT)/bench-short.json --chart $(BENCH_OUT)/bench-short.png | tee $(BENCH_OUT)/bench-short.txt

@@ -749,7 +749,9 @@ func (c *Coordinator) GetTransaction(ctx context.Context, txid string) (*TxInfo,
 	if rec != nil {
 		info := recordInfo(rec, c)
 		if recent != nil {
+			// The record keeps milliseconds; memory has the exact start.
 			info.Branches, info.Labels, info.Deadline, info.Timeline = recent.Branches, recent.Labels, recent.Deadline, recent.Timeline
+			info.CreatedAt = recent.CreatedAt
 			if info.Error == "" {
 				info.Error = recent.Error
 			}

@@ -265,6 +265,11 @@ func TestTwoPhaseCommitLogsDecisionBeforeCommit(t *testing.T) {
 		}
 	}}, nil)
 	txid := h.begin(t, write("a"), write("b"))
+	active, err := h.c.GetTransaction(context.Background(), txid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := active.CreatedAt
 	if err := h.c.Commit(context.Background(), txid); err != nil {
 		t.Fatal(err)
 	}
@@ -282,9 +287,10 @@ func TestTwoPhaseCommitLogsDecisionBeforeCommit(t *testing.T) {
 		t.Fatalf("no commit record: %+v", rec)
 	}
 	// Phase two finished here: COMMITTED, whether or not the batched done
-	// mark has reached the record yet.
-	if info, err := h.c.GetTransaction(context.Background(), txid); err != nil || info.State != StateCommitted {
-		t.Fatalf("GetTransaction right after Commit (record done=%v): %+v %v", rec.Done, info, err)
+	// mark has reached the record yet; the start time is memory's exact one,
+	// not the record's milliseconds.
+	if info, err := h.c.GetTransaction(context.Background(), txid); err != nil || info.State != StateCommitted || !info.CreatedAt.Equal(created) {
+		t.Fatalf("GetTransaction right after Commit (record done=%v, begun %s): %+v %v", rec.Done, created.Format(time.RFC3339Nano), info, err)
 	}
 	// The done mark is batched; it arrives shortly.
 	deadline := time.Now().Add(2 * time.Second)

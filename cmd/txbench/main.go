@@ -49,6 +49,12 @@ is the ceiling: the best ratio any coordinator using these adapters could
 reach on this machine. Its lines come before the bench lines:
   floor: workload=W c=C floor_tps=F ceiling=F/B txcoord_of_floor=T/F
 
+--phases N keeps the txids of the last N transactions each two-phase txcoord
+side committed and, after the side, reads their timelines from the leader:
+a table gives the medians of statements (begin to commit request), prepare
+(to the last vote), decision (to the decision applied), commit (to the last
+branch committed), and what the client saw outside them.
+
 --hold N also holds N transactions open (max_active is set to N) and reports
 the leader's memory and what the next Begin gets.
 
@@ -63,6 +69,7 @@ Examples:
   bin/txbench --start --workload pg-pg --concurrency 1 --ack applied,decision
   bin/txbench --start --workload single --concurrency 1 --rounds 1 --hold 10000
   bin/txbench --start --workload pg-pg --concurrency 32 --floor
+  bin/txbench --start --workload pg-pg,pg-surreal --concurrency 1,32 --phases 200
 
 Flags:
 `
@@ -92,6 +99,7 @@ func main() {
 	fs.BoolVar(&cfg.Floor, "floor", cfg.Floor, "also measure the floor: the same transactions committed by txbench through txcoord's participant adapters, no coordinator (ack=applied only)")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the account choices")
 	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "re-runs of an aborted transfer (conflict, NO vote)")
+	fs.IntVar(&cfg.Phases, "phases", 0, "sample the last N committed transactions of each two-phase txcoord side and report where their time went on the leader (statements, prepare, decision, commit; from their timelines)")
 	fs.IntVar(&cfg.Hold, "hold", 0, "also hold this many transactions open and measure memory and the max_active refusal")
 	fs.StringVar(&cfg.PGA, "pg-a", cfg.PGA, "participant name of database txcoord_a (TXCOORD_PG_DSN_A)")
 	fs.StringVar(&cfg.PGB, "pg-b", cfg.PGB, "participant name of database txcoord_b (TXCOORD_PG_DSN_B)")

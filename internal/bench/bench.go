@@ -92,6 +92,11 @@ type Config struct {
 	// transfer includes its retries.
 	Retries int
 
+	// Phases > 0 samples the last Phases committed transactions of every
+	// two-phase txcoord side and reports where their time went on the
+	// leader, from their timelines (phases.go).
+	Phases int
+
 	// Hold > 0 also measures memory with Hold transactions held open
 	// (begun, one staged write each where SurrealDB is configured, not
 	// committed) and checks that one more Begin is refused by max_active.
@@ -173,6 +178,9 @@ func (c Config) Validate() error {
 	if c.Rounds < 1 || c.Rounds > 100 {
 		errs = append(errs, fmt.Errorf("rounds %d: want 1..100 (3 or more to see the noise)", c.Rounds))
 	}
+	if c.Phases < 0 || c.Phases > maxPhaseSample {
+		errs = append(errs, fmt.Errorf("phases %d: want 0 (off) to %d transactions sampled per side", c.Phases, maxPhaseSample))
+	}
 	if c.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("duration %s: want > 0", c.Duration))
 	}
@@ -233,6 +241,9 @@ type env struct {
 	pgA, pgB *pgxpool.Pool
 	surreal  []*demo.SurrealConn // one per baseline worker
 	floor    *floorEnv           // with Config.Floor
+	// committed samples the txids the txcoord side commits (--phases); set
+	// before a side starts and cleared after it ends, nil otherwise.
+	committed *txidSample
 }
 
 // surrealConn returns the worker's SurrealDB connection, redialled if a
@@ -367,9 +378,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return st
 			}
 			runTx := func() {
+				if r.Workload != "single" { // one-phase commits have no phases to tell
+					e.committed = newTxidSample(cfg.Phases)
+				}
 				rr.Txcoord = measure("ack="+r.Ack+" ", "txcoord", cfg.Retries, func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {
 					return w.txcoord(ctx, e, opts, rnd)
 				})
+				if ids := e.committed.txids(); len(ids) > 0 {
+					say("round %d/%d %s ack=%s c=%d: reading %d timelines", round, cfg.Rounds, r.Workload, r.Ack, r.Concurrency, len(ids))
+					rr.Txcoord.Phases = samplePhases(ctx, e.c, ids, 5*time.Second)
+				}
+				e.committed = nil
 			}
 			runBase := func() {
 				b := measure("", "baseline", 0, func(ctx context.Context, worker int, rnd *rand.Rand) (outcome, error) {

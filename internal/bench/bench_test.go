@@ -157,6 +157,11 @@ func TestValidate(t *testing.T) {
 		}
 	}
 	c = validConfig()
+	c.Phases = maxPhaseSample + 1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "phases") {
+		t.Errorf("--phases past the leader's kept timelines: %v", err)
+	}
+	c = validConfig()
 	c.Workloads = []string{"single"}
 	c.Stores.SurrealURL, c.Stores.PGDSNB = "", ""
 	if err := c.Validate(); err != nil {

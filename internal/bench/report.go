@@ -30,11 +30,12 @@ type Settings struct {
 	Retries     int      `json:"retries"`
 	MaxConns    int      `json:"max_conns,omitempty"`
 	Floor       bool     `json:"floor,omitempty"`
+	Phases      int      `json:"phases,omitempty"`
 }
 
 func settingsOf(c Config) Settings {
 	s := Settings{Workloads: c.Workloads, Concurrency: c.Concurrency, Acks: c.Acks, DecisionAt: c.DecisionAt, Rounds: c.Rounds,
-		DurationSec: c.Duration.Seconds(), WarmupSec: c.Warmup.Seconds(), Accounts: c.Accounts, Retries: c.Retries, MaxConns: c.MaxConns, Floor: c.Floor}
+		DurationSec: c.Duration.Seconds(), WarmupSec: c.Warmup.Seconds(), Accounts: c.Accounts, Retries: c.Retries, MaxConns: c.MaxConns, Floor: c.Floor, Phases: c.Phases}
 	if c.Start {
 		s.Nodes = c.Nodes
 	}
@@ -72,6 +73,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	r.writePhases(w)
 	for _, x := range r.Results {
 		if x.Floor != nil && x.Floor.FirstError != "" {
 			fmt.Fprintf(w, "first floor error, %s c=%d: %s\n", x.Workload, x.Concurrency, x.Floor.FirstError)
@@ -164,4 +166,30 @@ func (r *Report) String() string {
 	var sb strings.Builder
 	r.WriteTable(&sb)
 	return sb.String()
+}
+
+// writePhases writes where sampled two-phase transactions spent their time
+// on the leader (--phases), if any were sampled.
+func (r *Report) writePhases(w io.Writer) {
+	var tw *tabwriter.Writer
+	for _, x := range r.Results {
+		p := x.Txcoord.Phases
+		if p == nil {
+			continue
+		}
+		if tw == nil {
+			fmt.Fprintln(w, "phases: medians over the last committed two-phase transactions of each txcoord side, from the leader's timelines (begin → commit request → last vote → decision applied → last commit); outside = client p50 − the server's part before its reply (server, less commit with ack=decision)")
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "workload\tack\tc\tsampled\tstatements ms\tprepare ms\tdecision ms\tcommit ms\tserver ms\tclient p50 ms\toutside ms\t")
+		}
+		reply := p.ServerMs
+		if x.Ack == AckDecision { // the reply leaves once the decision is applied
+			reply -= p.CommitMs
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+			x.Workload, x.Ack, x.Concurrency, p.Sampled, p.StatementsMs, p.PrepareMs, p.DecisionMs, p.CommitMs, p.ServerMs, x.Txcoord.P50Ms, x.Txcoord.P50Ms-reply)
+	}
+	if tw != nil {
+		tw.Flush()
+	}
 }

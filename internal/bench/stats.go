@@ -41,6 +41,10 @@ type Stats struct {
 
 	// FirstError is the first error seen, for the report.
 	FirstError string `json:"first_error,omitempty"`
+
+	// Phases: where the time of a sample of committed two-phase
+	// transactions went on the leader (txcoord side, --phases).
+	Phases *Phases `json:"phases,omitempty"`
 }
 
 // setUsage fills the resource fields from a monitor's reading.
@@ -184,6 +188,11 @@ func medianStats(ss []Stats) Stats {
 			break
 		}
 	}
+	phases := make([]*Phases, len(ss))
+	for i, s := range ss {
+		phases[i] = s.Phases
+	}
+	out.Phases = medianOfPhases(phases)
 	return out
 }
 

@@ -66,7 +66,11 @@ var workloads = map[string]workload{
 			if _, err := tx.Do(ctx, e.cfg.Surreal, client.Merge(surrealTable, sid, map[string]any{"balance": bal + 1})); err != nil {
 				return fail(err)
 			}
-			return classify(tx.Commit(ctx))
+			if err := tx.Commit(ctx); err != nil {
+				return classify(err)
+			}
+			e.committed.add(tx.ID())
+			return outOK, nil
 		},
 		floor: func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error) {
 			pid, sid := rnd.Int64N(int64(f.accounts)), rnd.Int64N(int64(f.accounts))
@@ -114,10 +118,14 @@ var workloads = map[string]workload{
 		},
 		txcoord: func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error) {
 			a, b := rnd.Int64N(int64(e.cfg.Accounts)), rnd.Int64N(int64(e.cfg.Accounts))
-			_, _, err := e.c.Run(ctx, opts,
+			txid, _, err := e.c.Run(ctx, opts,
 				client.On(e.cfg.PGA, client.SQL(sqlDebit, a)),
 				client.On(e.cfg.PGB, client.SQL(sqlCredit, b)))
-			return classify(err)
+			if err != nil {
+				return classify(err)
+			}
+			e.committed.add(txid)
+			return outOK, nil
 		},
 		floor: func(ctx context.Context, f *floorEnv, rnd *rand.Rand) (outcome, error) {
 			a, b := rnd.Int64N(int64(f.accounts)), rnd.Int64N(int64(f.accounts))
