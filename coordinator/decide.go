@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/txcoord/txcoord/wal"
 )
 
@@ -155,26 +153,15 @@ func (c *Coordinator) fly(fl *flight) {
 	c.pending.Store(fl)
 	defer c.pending.Store(nil)
 	f := c.raft.Apply(fl.data, c.cfg.ApplyTimeout)
-	answered := make(chan error, 1)
-	go func() { answered <- f.Error() }()
-	timeout := time.NewTimer(c.cfg.FutureTimeout)
-	defer timeout.Stop()
-	select {
-	case err := <-answered:
-		if err != nil {
-			fl.resolve(nil, err)
-			return
-		}
-		res, ok := f.Response().(*wal.ApplyResult)
-		if !ok {
-			panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
-		}
-		fl.resolve(res, nil) // entryApplied normally did already
-	case <-timeout.C:
-		fl.resolve(nil, errFutureTimeout)
-	case <-c.stop:
-		fl.resolve(nil, raft.ErrRaftShutdown)
+	if err := c.wait(f); err != nil {
+		fl.resolve(nil, err)
+		return
 	}
+	res, ok := f.Response().(*wal.ApplyResult)
+	if !ok {
+		panic(fmt.Sprintf("coordinator: decision entry returned %T", f.Response()))
+	}
+	fl.resolve(res, nil) // entryApplied normally did already
 }
 
 // entryApplied resolves the pending flight as soon as its entry is applied

@@ -296,8 +296,9 @@ func (s *Store) ApplyBatch(entries []Entry) []ApplyResult {
 
 // ApplyBatchNotify is ApplyBatch, and calls notify with the results once
 // every entry is applied in the write transaction and before that
-// transaction commits (the store's own fsync). applied must not touch the
-// store, and must not keep results.
+// transaction commits (the store's own fsync). notify must not touch the
+// store or modify results, and should return at once: the write
+// transaction stays open while it runs.
 func (s *Store) ApplyBatchNotify(entries []Entry, notify func(results []ApplyResult)) []ApplyResult {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
