@@ -357,7 +357,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				results = append(results, &Result{Workload: name, Ack: ack, Concurrency: n})
 			}
 		}
-		if name == "single" || slices.Contains(cfg.Acks, AckDecision) {
+		if workloads[name].onePhase || slices.Contains(cfg.Acks, AckDecision) {
 			continue // one-phase commits have no decision to acknowledge
 		}
 		for _, n := range cfg.DecisionAt {
@@ -378,7 +378,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				return st
 			}
 			runTx := func() {
-				if r.Workload != "single" { // one-phase commits have no phases to tell
+				if !w.onePhase {
 					e.committed = newTxidSample(cfg.Phases)
 				}
 				rr.Txcoord = measure("ack="+r.Ack+" ", "txcoord", cfg.Retries, func(ctx context.Context, _ int, rnd *rand.Rand) (outcome, error) {

@@ -77,17 +77,12 @@ func (s *txidSample) txids() []string {
 	return slices.Clone(s.ids)
 }
 
-// phaseTimes are one timeline's phases.
-type phaseTimes struct {
-	statements, prepare, decision, commit, server time.Duration
-}
-
 // phasesOf reads one committed two-phase transaction's phases from its
-// timeline; false when one is missing (a read-only or one-phase commit, a
-// retried phase two, a timeline no longer kept).
-func phasesOf(t *client.Transaction) (phaseTimes, bool) {
+// timeline (a sample of one); false when one is missing (a read-only or
+// one-phase commit, a retried phase two, a timeline no longer kept).
+func phasesOf(t *client.Transaction) (*Phases, bool) {
 	if t.GetCreatedAt() == nil {
-		return phaseTimes{}, false
+		return nil, false
 	}
 	begun := t.GetCreatedAt().AsTime()
 	var requested, lastVote, decided, lastCommit time.Time
@@ -110,14 +105,16 @@ func phasesOf(t *client.Transaction) (phaseTimes, bool) {
 	}
 	if requested.IsZero() || lastVote.IsZero() || decided.IsZero() || lastCommit.IsZero() ||
 		requested.Before(begun) || lastVote.Before(requested) || decided.Before(lastVote) || lastCommit.Before(decided) {
-		return phaseTimes{}, false
+		return nil, false
 	}
-	return phaseTimes{
-		statements: requested.Sub(begun),
-		prepare:    lastVote.Sub(requested),
-		decision:   decided.Sub(lastVote),
-		commit:     lastCommit.Sub(decided),
-		server:     lastCommit.Sub(begun),
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return &Phases{
+		Sampled:      1,
+		StatementsMs: ms(requested.Sub(begun)),
+		PrepareMs:    ms(lastVote.Sub(requested)),
+		DecisionMs:   ms(decided.Sub(lastVote)),
+		CommitMs:     ms(lastCommit.Sub(decided)),
+		ServerMs:     ms(lastCommit.Sub(begun)),
 	}, true
 }
 
@@ -125,7 +122,7 @@ func phasesOf(t *client.Transaction) (phaseTimes, bool) {
 // their phases (nil when none had every phase). Each read is bounded by
 // timeout; a failed read only leaves that transaction out.
 func samplePhases(ctx context.Context, c *client.Client, txids []string, timeout time.Duration) *Phases {
-	var all []phaseTimes
+	var all []*Phases
 	for _, id := range txids {
 		if ctx.Err() != nil {
 			break
@@ -140,32 +137,12 @@ func samplePhases(ctx context.Context, c *client.Client, txids []string, timeout
 			all = append(all, p)
 		}
 	}
-	return medianPhases(all)
+	return medianOfPhases(all)
 }
 
-func medianPhases(all []phaseTimes) *Phases {
-	if len(all) == 0 {
-		return nil
-	}
-	ms := func(get func(phaseTimes) time.Duration) float64 {
-		xs := make([]float64, len(all))
-		for i, p := range all {
-			xs[i] = float64(get(p)) / float64(time.Millisecond)
-		}
-		return median(xs)
-	}
-	return &Phases{
-		Sampled:      len(all),
-		StatementsMs: ms(func(p phaseTimes) time.Duration { return p.statements }),
-		PrepareMs:    ms(func(p phaseTimes) time.Duration { return p.prepare }),
-		DecisionMs:   ms(func(p phaseTimes) time.Duration { return p.decision }),
-		CommitMs:     ms(func(p phaseTimes) time.Duration { return p.commit }),
-		ServerMs:     ms(func(p phaseTimes) time.Duration { return p.server }),
-	}
-}
-
-// medianOfPhases is the per-phase median over rounds (nil when no round
-// sampled any).
+// medianOfPhases is the per-phase median of samples — one timeline each,
+// or one round's medians each — with their sample counts added up (nil
+// when there is none).
 func medianOfPhases(ps []*Phases) *Phases {
 	var have []*Phases
 	for _, p := range ps {

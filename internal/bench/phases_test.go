@@ -31,9 +31,8 @@ func TestPhasesOf(t *testing.T) {
 	if !ok {
 		t.Fatal("a complete two-phase timeline was refused")
 	}
-	want := phaseTimes{statements: 500 * time.Microsecond, prepare: 1500 * time.Microsecond,
-		decision: 2500 * time.Microsecond, commit: time.Millisecond, server: 5500 * time.Microsecond}
-	if p != want {
+	want := Phases{Sampled: 1, StatementsMs: 0.5, PrepareMs: 1.5, DecisionMs: 2.5, CommitMs: 1, ServerMs: 5.5}
+	if *p != want {
 		t.Fatalf("phases %+v, want %+v (last vote, first decision, last commit)", p, want)
 	}
 	// A one-phase commit (no vote, no decision), a read-only one, and a
@@ -67,14 +66,13 @@ func TestTxidSampleKeepsTheLast(t *testing.T) {
 }
 
 func TestMedianPhasesAndReport(t *testing.T) {
-	if medianPhases(nil) != nil || medianOfPhases([]*Phases{nil, nil}) != nil {
+	if medianOfPhases(nil) != nil || medianOfPhases([]*Phases{nil, nil}) != nil {
 		t.Fatal("no timelines must give no phases")
 	}
-	ms := time.Millisecond
-	p := medianPhases([]phaseTimes{
-		{prepare: 1 * ms, decision: 3 * ms, commit: 1 * ms, server: 5 * ms},
-		{prepare: 2 * ms, decision: 5 * ms, commit: 2 * ms, server: 9 * ms},
-		{prepare: 9 * ms, decision: 4 * ms, commit: 1 * ms, server: 14 * ms},
+	p := medianOfPhases([]*Phases{
+		{Sampled: 1, PrepareMs: 1, DecisionMs: 3, CommitMs: 1, ServerMs: 5},
+		{Sampled: 1, PrepareMs: 2, DecisionMs: 5, CommitMs: 2, ServerMs: 9},
+		{Sampled: 1, PrepareMs: 9, DecisionMs: 4, CommitMs: 1, ServerMs: 14},
 	})
 	if p.Sampled != 3 || p.PrepareMs != 2 || p.DecisionMs != 4 || p.CommitMs != 1 || p.ServerMs != 9 {
 		t.Fatalf("medians %+v", p)

@@ -15,6 +15,9 @@ import (
 // committed through the adapters without a coordinator (the floor, see
 // floor.go).
 type workload struct {
+	// onePhase: a one-participant transaction, committed in one phase (no
+	// decision to acknowledge early, no phases to sample).
+	onePhase bool
 	setup    func(ctx context.Context, e *env) error
 	txcoord  func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error)
 	baseline func(ctx context.Context, e *env, worker int, rnd *rand.Rand) (outcome, error)
@@ -152,7 +155,8 @@ var workloads = map[string]workload{
 	// single: one UPDATE through txcoord (one participant: one-phase
 	// commit). Baseline: the same UPDATE, autocommit.
 	"single": {
-		setup: func(ctx context.Context, e *env) error { return setupPG(ctx, e.pgA, e.cfg.Accounts) },
+		onePhase: true,
+		setup:    func(ctx context.Context, e *env) error { return setupPG(ctx, e.pgA, e.cfg.Accounts) },
 		txcoord: func(ctx context.Context, e *env, opts client.TxOptions, rnd *rand.Rand) (outcome, error) {
 			_, _, err := e.c.Run(ctx, opts,
 				client.On(e.cfg.PGA, client.SQL(sqlCredit, rnd.Int64N(int64(e.cfg.Accounts)))))
