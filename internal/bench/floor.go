@@ -44,8 +44,15 @@ type floorEnv struct {
 	pgA, pgB, surreal participants.Participant
 	accounts          int
 	prefix            string
-	seq               atomic.Uint64
 }
+
+// floorSeq numbers floor transactions for the whole process, from the
+// process's start time in nanoseconds: a GID is then never used twice, not
+// by two floors of one process (the SurrealDB adapter refuses a GID it
+// already committed) nor by a later process that got the same pid.
+var floorSeq atomic.Uint64
+
+func init() { floorSeq.Store(uint64(time.Now().UnixNano())) }
 
 // openFloor opens an adapter per store the workloads need, configured as
 // the --start nodes configure theirs (adapter defaults, pool size
@@ -173,7 +180,7 @@ type floorTx struct {
 }
 
 func (f *floorEnv) begin(ctx context.Context) *floorTx {
-	return &floorTx{f: f, ctx: ctx, txid: f.seq.Add(1)}
+	return &floorTx{f: f, ctx: ctx, txid: floorSeq.Add(1)}
 }
 
 // branch is the transaction's branch on p, begun on first use.
